@@ -1,0 +1,53 @@
+//! The poller's view of the tenant through Microsoft Graph: who is in scope and their availability.
+//!
+//! The poll cycle depends only on the [`Tenant`] trait, so tests and the simulator-backed local run
+//! go through the same production client ([`client::GraphClient`]) as a real deployment.
+
+use async_trait::async_trait;
+
+use crate::cycle::RunContext;
+use crate::model::{GroupId, Observation, UserId};
+
+/// A configured group that could not be read this run; the other groups go on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupProblem {
+    pub group_id: GroupId,
+    pub reason: String,
+}
+
+/// The distinct user members (transitive) of the configured groups.
+#[derive(Clone, Debug, Default)]
+pub struct Membership {
+    /// Sorted and de-duplicated across groups.
+    pub users: Vec<UserId>,
+    /// Groups that could not be read. Their members are unknown this run, which is not the same
+    /// as "the group is now empty": callers must not stop tracking users because of them.
+    pub unreadable_groups: Vec<GroupProblem>,
+}
+
+/// What one run's presence calls saw.
+#[derive(Clone, Debug, Default)]
+pub struct PresenceSnapshot {
+    pub observations: Vec<Observation>,
+    /// Ids asked for but absent from every response (or in batches that failed): no observation.
+    pub unobserved: Vec<UserId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("Graph call {operation} failed: {message}")]
+    Call { operation: String, message: String },
+    #[error("the run deadline was reached during {operation}")]
+    Deadline { operation: String },
+    #[error("could not get a token for Microsoft Graph: {0}")]
+    Token(String),
+}
+
+#[async_trait]
+pub trait Tenant: Send + Sync {
+    async fn members(&self, groups: &[GroupId], run: &RunContext) -> Result<Membership, GraphError>;
+
+    async fn presence(&self, users: &[UserId], run: &RunContext) -> Result<PresenceSnapshot, GraphError>;
+}
+
+pub mod client;

@@ -1,0 +1,161 @@
+//! The Azure Functions custom-handler protocol: the HTTP server the Functions host starts.
+//!
+//! The host polls `GET /` until anything answers, then POSTs each timer invocation to
+//! `/function-timer` (the function's folder name) and reads `{"Outputs","Logs","ReturnValue"}`
+//! back. A non-2xx marks the invocation failed and the host drops the body, so failures are also
+//! written to stderr, which the host forwards to Application Insights at Error level.
+
+pub mod invocation;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, OnceCell};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::app;
+use crate::config::{Config, ConfigError};
+use crate::cycle::{PollCycle, RunContext};
+use invocation::TimerInvocation;
+
+/// The timer function's folder name, which is also its invocation path.
+pub const TIMER_FUNCTION: &str = "function-timer";
+pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
+/// Timer payloads are a few hundred bytes; anything near this is not from the host.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub struct AppState {
+    config: Result<Arc<Config>, ConfigError>,
+    /// Built on the first invocation, so the listener opens before any slow initialisation.
+    cycle: OnceCell<Arc<PollCycle>>,
+    /// Runs never overlap inside one process: the host's own lock does not cover manual runs.
+    run_lock: Mutex<()>,
+}
+
+impl AppState {
+    /// A bad configuration does not stop the server: the host would restart it in a loop and
+    /// then shut down. Instead every invocation fails with the configuration error, which ops
+    /// see on each failed run.
+    pub fn new(config: Result<Config, ConfigError>) -> Self {
+        Self { config: config.map(Arc::new), cycle: OnceCell::new(), run_lock: Mutex::new(()) }
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route(&format!("/{TIMER_FUNCTION}"), post(timer))
+        .fallback(unknown_function)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then lets the in-flight run finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// The host's response shape for a function invocation.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InvokeResponse {
+    outputs: Value,
+    logs: Vec<String>,
+    return_value: Value,
+}
+
+fn invoke_ok(logs: Vec<String>) -> Response {
+    (StatusCode::OK, axum::Json(InvokeResponse { outputs: json!({}), logs, return_value: Value::Null })).into_response()
+}
+
+/// Error responses carry the message for people and tools calling the handler directly; the host
+/// itself discards the body of a non-2xx response.
+fn invoke_error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+async fn timer(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let invocation_id = headers
+        .get(INVOCATION_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(|| format!("local-{}", uuid::Uuid::new_v4()), str::to_string);
+    let span = info_span!("run", invocation_id = %invocation_id);
+    run_timer(state, invocation_id, body).instrument(span).await
+}
+
+async fn run_timer(state: Arc<AppState>, invocation_id: String, body: Bytes) -> Response {
+    let invocation = match TimerInvocation::parse(&body).and_then(|i| i.slot().map(|s| (i, s))) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            warn!(error = %e, "rejected a malformed timer invocation");
+            return invoke_error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let (invocation, slot) = invocation;
+    let config = match &state.config {
+        Ok(config) => config.clone(),
+        Err(e) => {
+            error!(error = %e, "run failed: the configuration is invalid");
+            return invoke_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+    };
+
+    let _guard = state.run_lock.lock().await;
+    if invocation.is_past_due {
+        warn!(%slot, "past-due run: catching up a missed schedule slot");
+    }
+    info!(%slot, invocation = %invocation.describe(), "run started");
+    let cycle = match state.cycle.get_or_try_init(|| async { app::build_cycle(&config).await.map(Arc::new) }).await {
+        Ok(cycle) => cycle.clone(),
+        Err(e) => {
+            error!(error = %e, "run failed: could not initialise");
+            return invoke_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+    };
+    let run = RunContext::new(invocation_id, slot, config.run_deadline);
+    match cycle.run(&run).await {
+        Ok(summary) => {
+            let line = format!("{}{}", summary.line(), if invocation.is_past_due { " past_due=true" } else { "" });
+            info!(summary = %line, "run finished");
+            invoke_ok(vec![line])
+        }
+        Err(e) => {
+            error!(error = %e, %slot, "run failed");
+            invoke_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+async fn unknown_function(uri: axum::http::Uri) -> Response {
+    invoke_error(StatusCode::NOT_FOUND, format!("no function at {uri}: this handler serves POST /{TIMER_FUNCTION}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_response_has_the_host_shape() {
+        let body = serde_json::to_value(InvokeResponse {
+            outputs: json!({}),
+            logs: vec!["x".into()],
+            return_value: Value::Null,
+        })
+        .unwrap();
+        assert_eq!(body, json!({"Outputs": {}, "Logs": ["x"], "ReturnValue": null}));
+    }
+}

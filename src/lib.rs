@@ -1,0 +1,16 @@
+//! Teams Presence: records Microsoft Teams availability changes of Entra ID group members.
+//!
+//! Runs as an Azure Functions custom handler ([`handler`]) whose timer invocations drive the
+//! [`cycle`]: members and presence from Microsoft Graph ([`graph`]), changes into history
+//! ([`store`]).
+
+pub mod app;
+pub mod config;
+pub mod cycle;
+pub mod graph;
+pub mod handler;
+pub mod identity;
+pub mod model;
+pub mod simulator;
+pub mod store;
+pub mod telemetry;

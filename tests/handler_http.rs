@@ -1,0 +1,142 @@
+//! The real `handler` binary driven over HTTP the way the Functions host drives it.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::handler_process::{HandlerProcess, timer_body};
+use serde_json::Value;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+async fn post(
+    handler: &HandlerProcess,
+    path: &str,
+    invocation_id: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(handler.url(path))
+        .header("X-Azure-Functions-InvocationId", invocation_id)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("handler answers");
+    let status = response.status().as_u16();
+    let json = response.json().await.unwrap_or(Value::Null);
+    (status, json)
+}
+
+#[tokio::test]
+async fn health_probe_answers_on_loopback() {
+    let handler = HandlerProcess::start(&env(&[]));
+    assert!(handler.address.ip().is_loopback(), "{}", handler.address);
+    let body = reqwest::get(handler.url("/")).await.unwrap().text().await.unwrap();
+    assert_eq!(body, "ok");
+}
+
+#[tokio::test]
+async fn malformed_invocations_get_400_naming_the_problem() {
+    let handler = HandlerProcess::start(&env(&[("ENTRA_GROUP_IDS", "11111111-1111-4111-8111-111111111111")]));
+    let cases = [
+        ("{not json", "not JSON"),
+        (r#"{"Metadata":{}}"#, "\"Data\" is missing"),
+        (r#"{"Data":{"req":{"Url":"x"}}}"#, "no timer binding in Data (keys [\"req\"])"),
+        (
+            r#"{"Data":{"timer":{"IsPastDue":false,"ScheduleStatus":{"Next":"soon"}}}}"#,
+            "ScheduleStatus.Next is \"soon\"",
+        ),
+        (
+            r#"{"Data":{"timer":{"IsPastDue":false,"ScheduleStatus":null}},"Metadata":{"sys":{}}}"#,
+            "names no schedule slot",
+        ),
+        (r#"{"Data":{"timer":{"IsPastDue":3}}}"#, "IsPastDue is 3"),
+    ];
+    for (body, expected) in cases {
+        let (status, json) = post(&handler, "/function-timer", "inv-bad", body).await;
+        assert_eq!(status, 400, "{body}");
+        let message = json["error"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{message:?} should contain {expected:?}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_unknown_functions_are_refused() {
+    let handler = HandlerProcess::start(&env(&[]));
+    let huge = format!(r#"{{"Data":{{"timer":{{"IsPastDue":false,"pad":"{}"}}}}}}"#, "x".repeat(100_000));
+    let (status, _) = post(&handler, "/function-timer", "inv-huge", huge).await;
+    assert_eq!(status, 413);
+    let (status, json) = post(&handler, "/OtherFunction", "inv-404", "{}").await;
+    assert_eq!(status, 404);
+    assert!(json["error"].as_str().unwrap().contains("POST /function-timer"));
+}
+
+#[tokio::test]
+async fn bad_configuration_fails_each_run_on_stderr_with_the_invocation_id() {
+    // The server still starts (the host would otherwise restart it in a loop and give up).
+    let handler = HandlerProcess::start(&env(&[("ENTRA_GROUP_IDS", "not-a-guid")]));
+    let body = timer_body("2026-11-22T10:05:00Z", "2026-11-22T10:00:00Z", false, "2026-11-22T10:05:00.012Z");
+    let (status, json) = post(&handler, "/function-timer", "3f2b5c1e-0000-4000-8000-00000000abcd", body).await;
+    assert_eq!(status, 500);
+    assert!(json["error"].as_str().unwrap().contains("\"not-a-guid\""), "{json}");
+    let lines = handler.wait_for_stderr("3f2b5c1e-0000-4000-8000-00000000abcd");
+    let line = lines.iter().find(|l| l.contains("3f2b5c1e-0000-4000-8000-00000000abcd")).expect("error line on stderr");
+    let event: Value = serde_json::from_str(line).expect("one JSON object per line");
+    assert_eq!(event["level"], "ERROR");
+    assert_eq!(event["span"]["invocation_id"], "3f2b5c1e-0000-4000-8000-00000000abcd");
+    assert!(event["error"].as_str().unwrap().contains("ENTRA_GROUP_IDS"), "{event}");
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully() {
+    let mut handler = HandlerProcess::start(&env(&[]));
+    handler.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = handler.child.wait().expect("wait");
+        (status, handler)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn check_lists_every_bad_setting_and_exits_non_zero() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_handler"))
+        .arg("check")
+        .env_clear()
+        .env("ENTRA_GROUP_IDS", "11111111-1111-4111-8111-111111111111, 1234;zz")
+        .env("GRAPH_BASE_URL", "graph.microsoft.com")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "\"1234\" is not a group object id",
+        "\"zz\" is not a group object id",
+        "GRAPH_BASE_URL: \"graph.microsoft.com\"",
+    ] {
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+#[test]
+fn check_prints_the_configuration_without_secrets() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_handler"))
+        .args(["check", "--groups", "11111111-1111-4111-8111-111111111111"])
+        .env_clear()
+        .env("COSMOS_ENDPOINT", "https://acct.documents.azure.com")
+        .env("COSMOS_KEY", "c3VwZXItc2VjcmV0")
+        .env("AZURE_CLIENT_SECRET", "client-secret-value")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("11111111-1111-4111-8111-111111111111"), "{stdout}");
+    assert!(stdout.contains("Cosmos DB https://acct.documents.azure.com/"), "{stdout}");
+    assert!(!stdout.contains("c3VwZXItc2VjcmV0") && !stdout.contains("client-secret-value"), "{stdout}");
+}
