@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, StoreSettings};
 use crate::cycle::PollCycle;
 use crate::graph::GraphError;
 use crate::graph::client::GraphClient;
@@ -22,10 +22,15 @@ pub enum InitError {
 pub async fn build_cycle(config: &Config) -> Result<PollCycle, InitError> {
     let credential = identity::credential()?;
     let tenant = GraphClient::new(&config.graph, credential.clone())?;
-    let store = open_store(config).await?;
+    let store = store::open(&config.store, config.retention_days, Some(credential)).await?;
     Ok(PollCycle::new(config.groups.clone(), Arc::new(tenant), store))
 }
 
+/// The store alone, for admin commands; a credential is built only when Cosmos DB needs one.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn HistoryStore>, InitError> {
-    Ok(store::open(&config.store, config.retention_days).await?)
+    let credential = match config.store {
+        StoreSettings::Cosmos(_) => Some(identity::credential()?),
+        StoreSettings::Sqlite { .. } => None,
+    };
+    Ok(store::open(&config.store, config.retention_days, credential).await?)
 }

@@ -31,7 +31,12 @@ use std::sync::Arc;
 
 use crate::config::StoreSettings;
 
-/// Opens the configured store (filled in by the store capability).
-pub async fn open(settings: &StoreSettings, _retention_days: u32) -> Result<Arc<dyn HistoryStore>, StoreError> {
+/// Opens the configured store (filled in by the store capability). `credential` is the managed
+/// identity shared with Graph; Cosmos DB needs it unless an emulator key is configured.
+pub async fn open(
+    settings: &StoreSettings,
+    _retention_days: u32,
+    _credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+) -> Result<Arc<dyn HistoryStore>, StoreError> {
     Err(StoreError::Unavailable(format!("{settings:?}: not implemented yet")))
 }
