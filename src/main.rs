@@ -111,30 +111,25 @@ async fn serve(port: Option<u16>, settings: &RawSettings) -> anyhow::Result<()> 
     if let Err(e) = &config {
         tracing::error!(error = %e, "configuration is invalid: every run will fail until it is fixed");
     }
+    let shutdown = shutdown_signal()?;
     tracing::info!(%address, "listening");
-    handler::serve(listener, Arc::new(AppState::new(config)), shutdown_signal()).await?;
+    handler::serve(listener, Arc::new(AppState::new(config)), shutdown).await?;
     tracing::info!("shut down");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not when it
+/// is first polled, so a signal that arrives right after "listening" is not lost.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
+    })
 }
 
 fn check(settings: &RawSettings) -> anyhow::Result<()> {
