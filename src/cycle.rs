@@ -1,16 +1,18 @@
 //! The poll cycle: in-scope users and their availability in, change records out.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::Serialize;
 use tokio::time::Instant;
+use tracing::{debug, info};
 
-use crate::graph::{GraphError, Tenant};
-use crate::model::{ChangeRecord, GroupId, Slot};
-use crate::store::{HistoryStore, StoreError};
+use crate::graph::{GraphError, Membership, PresenceSnapshot, Tenant};
+use crate::model::{ChangeRecord, GroupId, Slot, UserId};
+use crate::store::{HistoryStore, LastKnown, RecordPlan, StoreError};
 
 /// Everything one run carries through the Graph client and the store.
 #[derive(Clone, Debug)]
@@ -60,7 +62,12 @@ pub struct RunSummary {
     pub users_in_scope: usize,
     pub observed: usize,
     pub unobserved: usize,
+    /// Records this run asked the store to write (first sightings and changes).
     pub changes: usize,
+    /// Of `changes`, records a previous attempt at the same slot had already written.
+    pub already_recorded: usize,
+    /// Users who left scope and are no longer tracked.
+    pub departed: usize,
     pub unreadable_groups: usize,
     pub member_pages: u64,
     pub presence_calls: u64,
@@ -75,14 +82,16 @@ impl RunSummary {
     /// One line for `Logs` and the console.
     pub fn line(&self) -> String {
         format!(
-            "run slot={} users={} observed={} unobserved={} changes={} unreadable_groups={} \
-             presence_calls={} member_pages={} throttled={} throttle_wait_ms={} retries={} \
+            "run slot={} users={} observed={} unobserved={} changes={} already_recorded={} departed={} \
+             unreadable_groups={} presence_calls={} member_pages={} throttled={} throttle_wait_ms={} retries={} \
              store_ru={:.2} duration_ms={}",
             self.slot,
             self.users_in_scope,
             self.observed,
             self.unobserved,
             self.changes,
+            self.already_recorded,
+            self.departed,
             self.unreadable_groups,
             self.presence_calls,
             self.member_pages,
@@ -121,17 +130,22 @@ impl PollCycle {
     pub async fn run(&self, run: &RunContext) -> Result<RunSummary, CycleError> {
         let started = Instant::now();
         let membership = self.tenant.members(&self.groups, run).await?;
-        let observed_at = Utc::now();
+        let observed_at = observation_time(Utc::now());
         let snapshot = self.tenant.presence(&membership.users, run).await?;
-        let last_known = self.store.last_known().await?;
-
-        let changes: Vec<ChangeRecord> = snapshot
-            .observations
-            .iter()
-            .filter(|o| last_known.get(&o.user_id) != Some(&o.availability))
-            .map(|o| ChangeRecord { user_id: o.user_id, availability: o.availability.clone(), timestamp: observed_at })
-            .collect();
-        self.store.record(run.slot, &changes).await?;
+        let last_known = self.store.last_known(run).await?;
+        let plan = plan_changes(&last_known, &membership, &snapshot, observed_at);
+        // Released before recording, so the store can advance its state in place without a copy.
+        drop(last_known);
+        if !membership.unreadable_groups.is_empty() {
+            info!(
+                unreadable_groups = membership.unreadable_groups.len(),
+                "some groups could not be read: nobody stops being tracked this run"
+            );
+        }
+        for user in &plan.departed {
+            debug!(%user, "left scope: no longer tracked");
+        }
+        let outcome = self.store.record(run, &plan).await?;
 
         let m = &run.metrics;
         Ok(RunSummary {
@@ -140,7 +154,9 @@ impl PollCycle {
             users_in_scope: membership.users.len(),
             observed: snapshot.observations.len(),
             unobserved: snapshot.unobserved.len(),
-            changes: changes.len(),
+            changes: plan.changes.len(),
+            already_recorded: outcome.already_recorded,
+            departed: plan.departed.len(),
             unreadable_groups: membership.unreadable_groups.len(),
             member_pages: RunMetrics::get(&m.member_pages),
             presence_calls: RunMetrics::get(&m.presence_calls),
@@ -150,5 +166,267 @@ impl PollCycle {
             store_request_units: RunMetrics::get(&m.store_request_milli_units) as f64 / 1000.0,
             duration_ms: started.elapsed().as_millis() as u64,
         })
+    }
+}
+
+/// Stored timestamps have millisecond precision; the run's time is cut to it once, so what is
+/// compared in memory is exactly what is stored.
+fn observation_time(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(now)
+}
+
+/// Change detection: what one run must record, given the last-known state and what it saw.
+///
+/// - A user observed for the first time, or with an availability other than the last recorded
+///   one, gets a record dated `observed_at`.
+/// - A user in the state but no longer a member stops being tracked, unless some group could not
+///   be read: membership is then partly unknown, and unknown is not "left".
+/// - A user without an observation this run changes nothing.
+pub fn plan_changes(
+    last_known: &LastKnown,
+    membership: &Membership,
+    snapshot: &PresenceSnapshot,
+    observed_at: DateTime<Utc>,
+) -> RecordPlan {
+    let in_scope = SortedUsers::new(&membership.users);
+    let mut recorded: HashSet<UserId> = HashSet::new();
+    let changes = snapshot
+        .observations
+        .iter()
+        .filter(|o| in_scope.contains(&o.user_id))
+        .filter(|o| last_known.availability(&o.user_id) != Some(&o.availability))
+        // One record per user and run: a duplicated observation must not collide on its id.
+        .filter(|o| recorded.insert(o.user_id))
+        .map(|o| ChangeRecord { user_id: o.user_id, availability: o.availability.clone(), timestamp: observed_at })
+        .collect();
+    let mut departed: Vec<UserId> = if membership.unreadable_groups.is_empty() {
+        last_known.users().filter(|u| !in_scope.contains(u)).copied().collect()
+    } else {
+        Vec::new()
+    };
+    departed.sort_unstable();
+    RecordPlan { changes, departed, observed_at }
+}
+
+/// Membership lists are sorted by contract; a defensive copy is made only if one is not.
+struct SortedUsers<'a>(std::borrow::Cow<'a, [UserId]>);
+
+impl<'a> SortedUsers<'a> {
+    fn new(users: &'a [UserId]) -> Self {
+        if users.is_sorted() {
+            Self(std::borrow::Cow::Borrowed(users))
+        } else {
+            let mut owned = users.to_vec();
+            owned.sort_unstable();
+            Self(std::borrow::Cow::Owned(owned))
+        }
+    }
+
+    fn contains(&self, user: &UserId) -> bool {
+        self.0.binary_search(user).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::graph::GroupProblem;
+    use crate::model::{Availability, Observation};
+    use crate::store::{Known, RecordOutcome};
+
+    /// A tenant whose membership and presence the test sets before each run.
+    #[derive(Default)]
+    struct ScriptedTenant {
+        now: Mutex<(Membership, PresenceSnapshot)>,
+    }
+
+    impl ScriptedTenant {
+        fn set(&self, members: &[u128], unreadable: bool, presence: &[(u128, &str)]) {
+            let mut users: Vec<UserId> = members.iter().map(|&u| UserId::from_u128(u)).collect();
+            users.sort();
+            let unreadable_groups = if unreadable {
+                vec![GroupProblem { group_id: GroupId::from_u128(99), reason: "403".into() }]
+            } else {
+                Vec::new()
+            };
+            let observations = presence
+                .iter()
+                .map(|&(u, a)| Observation { user_id: UserId::from_u128(u), availability: Availability::from(a) })
+                .collect::<Vec<_>>();
+            let unobserved = users.iter().filter(|u| !observations.iter().any(|o| o.user_id == **u)).copied().collect();
+            *self.now.lock().unwrap() =
+                (Membership { users, unreadable_groups }, PresenceSnapshot { observations, unobserved });
+        }
+    }
+
+    #[async_trait]
+    impl Tenant for ScriptedTenant {
+        async fn members(&self, _groups: &[GroupId], _run: &RunContext) -> Result<Membership, GraphError> {
+            Ok(self.now.lock().unwrap().0.clone())
+        }
+
+        async fn presence(&self, _users: &[UserId], _run: &RunContext) -> Result<PresenceSnapshot, GraphError> {
+            Ok(self.now.lock().unwrap().1.clone())
+        }
+    }
+
+    /// The simplest faithful store: state and history in memory.
+    #[derive(Default)]
+    struct MemoryStore {
+        state: Mutex<(LastKnown, Vec<ChangeRecord>)>,
+    }
+
+    #[async_trait]
+    impl HistoryStore for MemoryStore {
+        async fn last_known(&self, _run: &RunContext) -> Result<Arc<LastKnown>, StoreError> {
+            Ok(Arc::new(self.state.lock().unwrap().0.clone()))
+        }
+
+        async fn record(&self, _run: &RunContext, plan: &RecordPlan) -> Result<RecordOutcome, StoreError> {
+            let mut guard = self.state.lock().unwrap();
+            let (state, history) = &mut *guard;
+            for c in &plan.changes {
+                state.set(c.user_id, Known { availability: c.availability.clone(), at: c.timestamp });
+                history.push(c.clone());
+            }
+            for u in &plan.departed {
+                state.depart(u, plan.observed_at);
+            }
+            Ok(RecordOutcome { written: plan.changes.len(), ..RecordOutcome::default() })
+        }
+
+        async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {
+            Ok(self.state.lock().unwrap().1.iter().filter(|r| r.user_id == user).cloned().collect())
+        }
+
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    struct Harness {
+        tenant: Arc<ScriptedTenant>,
+        store: Arc<MemoryStore>,
+        cycle: PollCycle,
+        runs: i64,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let tenant = Arc::new(ScriptedTenant::default());
+            let store = Arc::new(MemoryStore::default());
+            let cycle = PollCycle::new(vec![GroupId::from_u128(1)], tenant.clone(), store.clone());
+            Self { tenant, store, cycle, runs: 0 }
+        }
+
+        async fn run(&mut self) -> RunSummary {
+            self.runs += 1;
+            let slot = Slot::new(DateTime::UNIX_EPOCH + TimeDelta::minutes(5 * self.runs));
+            let run = RunContext::new(format!("test-{}", self.runs), slot, Duration::from_secs(60));
+            self.cycle.run(&run).await.unwrap()
+        }
+
+        fn history(&self, user: u128) -> Vec<String> {
+            let guard = self.store.state.lock().unwrap();
+            guard
+                .1
+                .iter()
+                .filter(|r| r.user_id == UserId::from_u128(user))
+                .map(|r| r.availability.to_string())
+                .collect()
+        }
+
+        fn tracked(&self, user: u128) -> bool {
+            self.store.state.lock().unwrap().0.get(&UserId::from_u128(user)).is_some()
+        }
+    }
+
+    #[tokio::test]
+    async fn first_sighting_then_only_changes_are_recorded() {
+        let mut h = Harness::new();
+        h.tenant.set(&[1, 2], false, &[(1, "Available"), (2, "Away")]);
+        assert_eq!(h.run().await.changes, 2);
+        h.tenant.set(&[1, 2], false, &[(1, "Available"), (2, "Away")]);
+        assert_eq!(h.run().await.changes, 0);
+        h.tenant.set(&[1, 2], false, &[(1, "Busy"), (2, "Away")]);
+        let summary = h.run().await;
+        assert_eq!(summary.changes, 1);
+        assert_eq!(h.history(1), ["Available", "Busy"]);
+        assert_eq!(h.history(2), ["Away"]);
+    }
+
+    #[tokio::test]
+    async fn records_carry_the_run_observation_time() {
+        let mut h = Harness::new();
+        h.tenant.set(&[1], false, &[(1, "Available")]);
+        let summary = h.run().await;
+        let records = h.store.export_user(UserId::from_u128(1)).await.unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].timestamp, summary.observed_at);
+        assert_eq!(summary.observed_at.timestamp_subsec_nanos() % 1_000_000, 0, "millisecond precision");
+    }
+
+    #[tokio::test]
+    async fn an_unobserved_user_changes_nothing() {
+        let mut h = Harness::new();
+        h.tenant.set(&[1], false, &[(1, "Available")]);
+        h.run().await;
+        h.tenant.set(&[1], false, &[]);
+        let summary = h.run().await;
+        assert_eq!((summary.changes, summary.departed, summary.unobserved), (0, 0, 1));
+        assert!(h.tracked(1));
+        h.tenant.set(&[1], false, &[(1, "Available")]);
+        assert_eq!(h.run().await.changes, 0, "the same value after a gap is not a change");
+    }
+
+    #[tokio::test]
+    async fn users_who_leave_scope_stop_being_tracked_and_return_as_new() {
+        let mut h = Harness::new();
+        h.tenant.set(&[1, 2], false, &[(1, "Available"), (2, "Away")]);
+        h.run().await;
+        h.tenant.set(&[1], false, &[(1, "Available")]);
+        assert_eq!(h.run().await.departed, 1);
+        assert!(!h.tracked(2));
+        h.tenant.set(&[1, 2], false, &[(1, "Available"), (2, "Away")]);
+        assert_eq!(h.run().await.changes, 1, "a returning user is a first sighting");
+        assert_eq!(h.history(2), ["Away", "Away"]);
+    }
+
+    #[tokio::test]
+    async fn nobody_is_dropped_while_a_group_is_unreadable() {
+        let mut h = Harness::new();
+        h.tenant.set(&[1, 2], false, &[(1, "Available"), (2, "Away")]);
+        h.run().await;
+        h.tenant.set(&[1], true, &[(1, "Available")]);
+        let summary = h.run().await;
+        assert_eq!((summary.departed, summary.unreadable_groups), (0, 1));
+        assert!(h.tracked(2));
+    }
+
+    #[tokio::test]
+    async fn duplicate_and_out_of_scope_observations_are_ignored() {
+        let mut h = Harness::new();
+        h.tenant.set(&[1], false, &[(1, "Available"), (1, "Busy"), (3, "Away")]);
+        assert_eq!(h.run().await.changes, 1);
+        assert_eq!(h.history(1), ["Available"]);
+        assert!(h.history(3).is_empty());
+    }
+
+    #[test]
+    fn availability_comparison_is_exact() {
+        let mut state = LastKnown::default();
+        let user = UserId::from_u128(1);
+        state.set(user, Known { availability: "Available".into(), at: DateTime::UNIX_EPOCH });
+        let membership = Membership { users: vec![user], unreadable_groups: Vec::new() };
+        let snapshot = PresenceSnapshot {
+            observations: vec![Observation { user_id: user, availability: "available".into() }],
+            unobserved: Vec::new(),
+        };
+        let plan = plan_changes(&state, &membership, &snapshot, DateTime::UNIX_EPOCH);
+        assert_eq!(plan.changes.len(), 1, "a change of spelling is what Graph said: recorded");
     }
 }

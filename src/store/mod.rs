@@ -1,24 +1,75 @@
 //! Where history lives: Azure Cosmos DB for NoSQL, or an embedded SQLite file for local runs.
+//!
+//! Both stores keep the same two things: the history (one record per availability change, exactly
+//! `userId`, `availability`, `timestamp` plus a deterministic id) and the last-known availability
+//! of every tracked user, so that a run only compares and writes changes. The layout and its costs
+//! are described in `docs/storage.md`.
 
-use std::collections::HashMap;
+pub mod cosmos;
+pub mod sqlite;
+pub mod state;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::model::{Availability, ChangeRecord, Slot, UserId};
+use crate::config::StoreSettings;
+use crate::cycle::RunContext;
+use crate::model::{ChangeRecord, Slot, UserId};
+pub use state::{Known, LastKnown};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    #[error("SQLite store {path}: {message}")]
+    Sqlite { path: String, message: String },
+    #[error("Cosmos DB {operation} failed: {message}")]
+    Cosmos { operation: &'static str, message: String },
+    #[error("stored data is not in the expected shape ({what}): {message}")]
+    Corrupt { what: String, message: String },
+    #[error("the run deadline was reached while {operation}")]
+    Deadline { operation: &'static str },
+}
+
+/// What one run asks the store to persist.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecordPlan {
+    /// New history records, at most one per user.
+    pub changes: Vec<ChangeRecord>,
+    /// Users who left scope: their last-known state is dropped (their history stays).
+    pub departed: Vec<UserId>,
+    /// The run's observation time; departures are dated with it.
+    pub observed_at: DateTime<Utc>,
+}
+
+/// What [`HistoryStore::record`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordOutcome {
+    /// Records created by this call.
+    pub written: usize,
+    /// Records whose deterministic id already existed (a repeated run of the same slot). The
+    /// stored record stands, and the last-known state follows the stored value.
+    pub already_recorded: usize,
+    /// Of `already_recorded`, those whose stored availability differs from the one this run saw:
+    /// the difference is recorded by a later run.
+    pub superseded: usize,
 }
 
 #[async_trait]
 pub trait HistoryStore: Send + Sync {
     /// The last recorded availability of every tracked user.
-    async fn last_known(&self) -> Result<HashMap<UserId, Availability>, StoreError>;
+    ///
+    /// A warm store answers from memory after a cheap check that nobody else advanced the state.
+    async fn last_known(&self, run: &RunContext) -> Result<Arc<LastKnown>, StoreError>;
 
-    /// Writes the change records of `slot`, then advances the last-known state.
-    async fn record(&self, slot: Slot, changes: &[ChangeRecord]) -> Result<(), StoreError>;
+    /// Writes the history records of `run.slot`, then advances the last-known state.
+    ///
+    /// Record ids are derived from (user, slot), so repeating a slot never doubles a record. When
+    /// this fails part-way, what was written stays and the next run completes the rest.
+    async fn record(&self, run: &RunContext, plan: &RecordPlan) -> Result<RecordOutcome, StoreError>;
 
     /// One user's records, oldest first.
     async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError>;
@@ -27,16 +78,66 @@ pub trait HistoryStore: Send + Sync {
     fn describe(&self) -> String;
 }
 
-use std::sync::Arc;
-
-use crate::config::StoreSettings;
-
-/// Opens the configured store (filled in by the store capability). `credential` is the managed
-/// identity shared with Graph; Cosmos DB needs it unless an emulator key is configured.
+/// Opens the configured store. `credential` is the managed identity shared with Graph; Cosmos DB
+/// needs it unless an emulator key is configured.
 pub async fn open(
     settings: &StoreSettings,
     _retention_days: u32,
-    _credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+    credential: Option<Arc<dyn TokenCredential>>,
 ) -> Result<Arc<dyn HistoryStore>, StoreError> {
-    Err(StoreError::Unavailable(format!("{settings:?}: not implemented yet")))
+    // Retention (the Cosmos container TTL and the SQLite purge) belongs to the privacy work; the
+    // layout already allows it: history is partitioned by user and state entries carry their
+    // timestamp.
+    match settings {
+        StoreSettings::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreSettings::Cosmos(cosmos) => Ok(Arc::new(cosmos::CosmosStore::connect(cosmos, credential).await?)),
+    }
+}
+
+/// The id of the record of `user` in `slot`: the same on every retry or repeat of that slot.
+pub fn record_id(user: UserId, slot: Slot) -> uuid::Uuid {
+    let mut name = Vec::with_capacity(16 + 25);
+    name.extend_from_slice(user.as_bytes());
+    name.extend_from_slice(slot.to_string().as_bytes());
+    uuid::Uuid::new_v5(&RECORD_ID_NAMESPACE, &name)
+}
+
+/// Namespace of record ids (a fixed random UUID: changing it would break idempotence).
+const RECORD_ID_NAMESPACE: uuid::Uuid = uuid::uuid!("5f0b6a3e-3c9e-4d52-9a43-0e6f1f3b8c21");
+
+/// Timestamps are stored as RFC 3339 UTC with milliseconds, so that text order is time order.
+pub fn format_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|e| StoreError::Corrupt {
+        what: format!("timestamp {text:?}"),
+        message: format!("{e}: expected RFC 3339 such as 2025-01-31T12:05:00.000Z"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn record_ids_depend_on_user_and_slot_only() {
+        let user = uuid::Uuid::from_u128(7);
+        let slot = Slot::new(Utc.with_ymd_and_hms(2025, 1, 31, 12, 5, 0).unwrap());
+        let later = Slot::new(Utc.with_ymd_and_hms(2025, 1, 31, 12, 10, 0).unwrap());
+        assert_eq!(record_id(user, slot), record_id(user, slot));
+        assert_ne!(record_id(user, slot), record_id(user, later));
+        assert_ne!(record_id(user, slot), record_id(uuid::Uuid::from_u128(8), slot));
+    }
+
+    #[test]
+    fn timestamps_round_trip_and_sort_as_text() {
+        let a = Utc.with_ymd_and_hms(2025, 1, 31, 9, 5, 0).unwrap();
+        let b = a + chrono::Duration::milliseconds(1);
+        assert_eq!(parse_timestamp(&format_timestamp(a)).unwrap(), a);
+        assert!(format_timestamp(a) < format_timestamp(b));
+        assert!(parse_timestamp("yesterday").unwrap_err().to_string().contains("\"yesterday\""));
+    }
 }

@@ -1,0 +1,775 @@
+//! Azure Cosmos DB for NoSQL: history partitioned by user, plus a small state container.
+//!
+//! - History (`/userId`): one document per change, exactly `id`, `userId`, `availability`,
+//!   `timestamp`. The id is derived from (user, slot), so a retried write conflicts instead of
+//!   doubling; a conflict counts as success and the stored document stands.
+//! - State (`/id`): a `head` document and two banks of snapshot shards. The last-known state is
+//!   the current bank's shards plus every history record dated after the snapshot (less a margin),
+//!   minus the departures listed in the head. A warm instance keeps it in memory and only reads
+//!   the head (~1 RU) to check that nobody else advanced it; after writing a run's records it
+//!   replaces the head with `If-Match`. Shards are rewritten, into the other bank, only once as
+//!   many records as tracked users have accumulated since the last snapshot, so a run costs its
+//!   record writes plus a small constant. See `docs/storage.md` for the figures.
+//!
+//! The SDK already retries 429 (honouring `x-ms-retry-after-ms`) and 503/408/410 with its own
+//! budgets; this module does not add a second retry loop. It makes retries safe instead.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::http::{Etag, StatusCode};
+use azure_data_cosmos::clients::ContainerClient;
+use azure_data_cosmos::diagnostics::DiagnosticsContext;
+use azure_data_cosmos::options::{ItemWriteOptions, Precondition};
+use azure_data_cosmos::{
+    AccountEndpoint, AccountReference, CosmosClient, CosmosClientBuilder, CosmosError, FeedScope, Query,
+    RoutingStrategy,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use super::state::Interner;
+use super::{
+    HistoryStore, Known, LastKnown, RecordOutcome, RecordPlan, StoreError, format_timestamp, parse_timestamp, record_id,
+};
+use crate::config::CosmosSettings;
+use crate::cycle::{RunContext, RunMetrics};
+use crate::model::{ChangeRecord, Slot, UserId};
+
+const HEAD_ID: &str = "head";
+
+/// Sizes and thresholds of the state layout. The defaults are what production uses; tests may
+/// shrink them to exercise many shards with few users.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Record writes in flight at once.
+    pub write_concurrency: usize,
+    /// Mean users per snapshot shard. 1,700 users x 26 bytes, base64-encoded, stay below 64 KiB
+    /// even for an unlucky shard: Cosmos charges writes by size in power-of-two KiB steps.
+    pub users_per_shard: usize,
+    /// A snapshot is rewritten once this many records (at least) have been written since the
+    /// last one, and also once as many as there are tracked users.
+    pub min_records_between_snapshots: u64,
+    /// Departures listed in the head before a snapshot absorbs them (keeps the head under 1 KiB).
+    pub max_departures_in_head: usize,
+    /// Records this much older than the snapshot are read again on a cold start, so that a
+    /// record written by an overlapping run on another instance is not missed.
+    pub snapshot_margin: TimeDelta,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            write_concurrency: 32,
+            users_per_shard: 1_700,
+            min_records_between_snapshots: 500,
+            max_departures_in_head: 24,
+            snapshot_margin: TimeDelta::minutes(15),
+        }
+    }
+}
+
+pub struct CosmosStore {
+    history: ContainerClient,
+    state: ContainerClient,
+    description: String,
+    tuning: Tuning,
+    warm: Mutex<Option<Warm>>,
+}
+
+/// The state as of one head version.
+#[derive(Clone)]
+struct Warm {
+    head: Option<(Head, Etag)>,
+    state: Arc<LastKnown>,
+}
+
+/// The state container's entry point. Small on purpose: it is read on every run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Head {
+    id: String,
+    snap: SnapshotRef,
+    /// Records written since the snapshot.
+    since: u64,
+    /// Departures since the snapshot: base64 of (user id, unix ms) pairs.
+    gone: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SnapshotRef {
+    /// Which bank holds the current snapshot: 0 or 1; the other is rewritten next.
+    bank: u8,
+    shards: u32,
+    /// Shards of the other bank, deleted beyond the new count when it is rewritten.
+    other_shards: u32,
+    /// Observation time of the run the snapshot was taken at.
+    through: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ShardDoc {
+    id: String,
+    /// The distinct availability values of this shard; entries refer to them by index.
+    values: Vec<String>,
+    /// base64 of fixed-size entries: user id (16 bytes), value index (u16 LE), unix ms (i64 LE).
+    data: String,
+}
+
+const SHARD_ENTRY: usize = 16 + 2 + 8;
+const GONE_ENTRY: usize = 16 + 8;
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryDoc {
+    id: String,
+    user_id: String,
+    availability: String,
+    timestamp: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryRow {
+    user_id: String,
+    availability: String,
+    timestamp: String,
+}
+
+enum WriteResult {
+    Written(UserId, Known),
+    AlreadyRecorded { user: UserId, stored: Known, differs: bool },
+}
+
+impl CosmosStore {
+    /// Connects with the managed identity, or with the account key when one is configured (only
+    /// meant for an emulator).
+    pub async fn connect(
+        settings: &CosmosSettings,
+        credential: Option<Arc<dyn TokenCredential>>,
+    ) -> Result<Self, StoreError> {
+        let endpoint: AccountEndpoint = settings.endpoint.as_str().parse().map_err(|e: CosmosError| {
+            StoreError::Unavailable(format!(
+                "COSMOS_ENDPOINT {:?} is not a Cosmos DB account endpoint: {e}",
+                settings.endpoint.as_str()
+            ))
+        })?;
+        let account = match (&settings.key, credential) {
+            (Some(key), _) => {
+                AccountReference::with_authentication_key(endpoint, Secret::new(key.expose().to_string()))
+            }
+            (None, Some(credential)) => AccountReference::with_credential(endpoint, credential),
+            (None, None) => {
+                return Err(StoreError::Unavailable(
+                    "Cosmos DB needs the managed identity credential, or COSMOS_KEY for an emulator".into(),
+                ));
+            }
+        };
+        // An empty preference list follows the account's own region order.
+        let client = CosmosClientBuilder::new()
+            .build(account, RoutingStrategy::PreferredRegions(Vec::new()))
+            .await
+            .map_err(|e| cosmos_error("connect", e))?;
+        Self::from_client(client, settings, Tuning::default()).await
+    }
+
+    /// Uses an already built client (tests build one on the SDK's in-memory emulator). The
+    /// database and both containers must exist: the deployment template creates them.
+    pub async fn from_client(
+        client: CosmosClient,
+        settings: &CosmosSettings,
+        tuning: Tuning,
+    ) -> Result<Self, StoreError> {
+        let database = client.database_client(settings.database.as_str());
+        let history = database
+            .container_client(settings.container.as_str(), None)
+            .await
+            .map_err(|e| cosmos_error("open the history container", e))?;
+        let state = database
+            .container_client(settings.state_container.as_str(), None)
+            .await
+            .map_err(|e| cosmos_error("open the state container", e))?;
+        let description = format!(
+            "Cosmos DB {} database {} (history container {}, state container {})",
+            settings.endpoint.as_str(),
+            settings.database,
+            settings.container,
+            settings.state_container
+        );
+        Ok(Self { history, state, description, tuning, warm: Mutex::new(None) })
+    }
+
+    fn warm(&self) -> Option<Warm> {
+        self.warm.lock().ok()?.clone()
+    }
+
+    fn set_warm(&self, warm: Option<Warm>) {
+        if let Ok(mut guard) = self.warm.lock() {
+            *guard = warm;
+        }
+    }
+
+    async fn read_head(&self, run: &RunContext) -> Result<Option<(Head, Etag)>, StoreError> {
+        match self.state.read_item(HEAD_ID, HEAD_ID, None).await {
+            Ok(response) => {
+                charge(run, &response.diagnostics());
+                let etag = response.headers().etag().cloned().ok_or_else(|| StoreError::Cosmos {
+                    operation: "read the state head",
+                    message: "no ETag".into(),
+                })?;
+                let head: Head = response.into_model().map_err(|e| corrupt("the state head", e))?;
+                Ok(Some((head, etag)))
+            }
+            Err(e) if e.status().status_code() == StatusCode::NotFound => {
+                charge_error(run, &e);
+                Ok(None)
+            }
+            Err(e) => {
+                charge_error(run, &e);
+                Err(cosmos_error("read the state head", e))
+            }
+        }
+    }
+
+    /// Rebuilds the state from the snapshot the head names and the records written since.
+    async fn load(&self, run: &RunContext, head: Option<&Head>) -> Result<LastKnown, StoreError> {
+        let mut state = LastKnown::default();
+        let mut interner = Interner::default();
+        let mut since = None;
+        if let Some(head) = head {
+            let ids: Vec<String> = (0..head.snap.shards).map(|i| shard_id(head.snap.bank, i)).collect();
+            let shards: Vec<ShardDoc> =
+                futures::stream::iter(ids).map(|id| self.read_shard(run, id)).buffer_unordered(8).try_collect().await?;
+            for shard in &shards {
+                decode_shard(shard, &mut interner, &mut state)?;
+            }
+            if !head.snap.through.is_empty() {
+                since = Some(parse_timestamp(&head.snap.through)? - self.tuning.snapshot_margin);
+            }
+        }
+        let records = self.merge_records_since(run, since, &mut interner, &mut state).await?;
+        let departures = head.map(|h| decode_departures(&h.gone)).transpose()?.unwrap_or_default();
+        for (user, at) in &departures {
+            state.depart(user, *at);
+        }
+        info!(
+            shards = head.map_or(0, |h| h.snap.shards),
+            records_since_snapshot = records,
+            departures = departures.len(),
+            tracked = state.len(),
+            "loaded the last-known state from Cosmos DB"
+        );
+        Ok(state)
+    }
+
+    async fn read_shard(&self, run: &RunContext, id: String) -> Result<ShardDoc, StoreError> {
+        let response = self.state.read_item(id.clone(), id.as_str(), None).await.map_err(|e| {
+            charge_error(run, &e);
+            cosmos_error("read a state snapshot shard", e)
+        })?;
+        charge(run, &response.diagnostics());
+        response.into_model().map_err(|e| corrupt(&format!("snapshot shard {id}"), e))
+    }
+
+    async fn merge_records_since(
+        &self,
+        run: &RunContext,
+        since: Option<DateTime<Utc>>,
+        interner: &mut Interner,
+        state: &mut LastKnown,
+    ) -> Result<usize, StoreError> {
+        let query = match since {
+            Some(since) => {
+                Query::from("SELECT c.userId, c.availability, c.timestamp FROM c WHERE c.timestamp >= @since")
+                    .with_parameter("@since", format_timestamp(since))
+                    .map_err(|e| cosmos_error("build the history query", e))?
+            }
+            None => Query::from("SELECT c.userId, c.availability, c.timestamp FROM c"),
+        };
+        let mut pages = self
+            .history
+            .query_items::<HistoryRow>(query, FeedScope::full_container(), None)
+            .await
+            .map_err(|e| cosmos_error("query recent history", e))?
+            .into_pages();
+        let mut count = 0;
+        while let Some(page) = pages.try_next().await.map_err(|e| {
+            charge_error(run, &e);
+            cosmos_error("query recent history", e)
+        })? {
+            charge(run, &page.diagnostics());
+            for row in page.into_items() {
+                let user = parse_user(&row.user_id)?;
+                let known =
+                    Known { availability: interner.intern(&row.availability), at: parse_timestamp(&row.timestamp)? };
+                state.merge(user, known);
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn write_record(
+        &self,
+        run: &RunContext,
+        change: ChangeRecord,
+        slot: Slot,
+    ) -> Result<WriteResult, StoreError> {
+        let id = record_id(change.user_id, slot).to_string();
+        let user = change.user_id.to_string();
+        let doc = HistoryDoc {
+            id: id.clone(),
+            user_id: user.clone(),
+            availability: change.availability.as_str().to_string(),
+            timestamp: format_timestamp(change.timestamp),
+        };
+        match self.history.create_item(user.clone(), &id, &doc, None).await {
+            Ok(response) => {
+                charge(run, &response.diagnostics());
+                Ok(WriteResult::Written(
+                    change.user_id,
+                    Known { availability: change.availability.clone(), at: change.timestamp },
+                ))
+            }
+            Err(e) if e.status().status_code() == StatusCode::Conflict => {
+                charge_error(run, &e);
+                let stored = self.read_record(run, &user, &id).await?;
+                let differs = stored.availability != change.availability;
+                if differs {
+                    debug!(user = %change.user_id, "a repeated slot saw another value: the stored record stands");
+                }
+                Ok(WriteResult::AlreadyRecorded { user: change.user_id, stored, differs })
+            }
+            Err(e) => {
+                charge_error(run, &e);
+                Err(cosmos_error("write a history record", e))
+            }
+        }
+    }
+
+    async fn read_record(&self, run: &RunContext, user: &str, id: &str) -> Result<Known, StoreError> {
+        let response = self.history.read_item(user.to_string(), id, None).await.map_err(|e| {
+            charge_error(run, &e);
+            cosmos_error("read an existing history record", e)
+        })?;
+        charge(run, &response.diagnostics());
+        let doc: HistoryDoc = response.into_model().map_err(|e| corrupt("a history record", e))?;
+        Ok(Known { availability: doc.availability.as_str().into(), at: parse_timestamp(&doc.timestamp)? })
+    }
+
+    /// Writes every record of the run; what was written before a failure stays written.
+    async fn write_records(&self, run: &RunContext, plan: &RecordPlan) -> Result<Vec<WriteResult>, StoreError> {
+        let writes = futures::stream::iter(plan.changes.iter().cloned())
+            .map(|change| self.write_record(run, change, run.slot))
+            .buffer_unordered(self.tuning.write_concurrency.max(1))
+            .collect::<Vec<_>>();
+        let results = tokio::time::timeout_at(run.deadline, writes)
+            .await
+            .map_err(|_| StoreError::Deadline { operation: "writing history records" })?;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        let mut written = Vec::with_capacity(results.len());
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(w) => written.push(w),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(written),
+            Some(e) => {
+                warn!(
+                    failed,
+                    written = written.len(),
+                    "some history records could not be written; the next run completes them"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes a fresh snapshot of `state` into the bank the head does not point to.
+    async fn write_snapshot(
+        &self,
+        run: &RunContext,
+        state: &LastKnown,
+        previous: &SnapshotRef,
+        through: DateTime<Utc>,
+    ) -> Result<SnapshotRef, StoreError> {
+        let bank = 1 - previous.bank.min(1);
+        let shards = state.len().div_ceil(self.tuning.users_per_shard.max(1)).max(1);
+        let docs = encode_shards(state, shards, bank)?;
+        futures::stream::iter(docs)
+            .map(|doc| async move {
+                let id = doc.id.clone();
+                let result = self.state.upsert_item(id.clone(), &id, &doc, None).await;
+                match result {
+                    Ok(response) => {
+                        charge(run, &response.diagnostics());
+                        Ok(())
+                    }
+                    Err(e) => {
+                        charge_error(run, &e);
+                        Err(cosmos_error("write a state snapshot shard", e))
+                    }
+                }
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let shards = u32::try_from(shards).unwrap_or(u32::MAX);
+        // Surplus shards of a larger earlier snapshot in this bank would keep stale entries.
+        for i in shards..previous.other_shards {
+            let id = shard_id(bank, i);
+            match self.state.delete_item(id.clone(), &id, None).await {
+                Ok(response) => charge(run, &response.diagnostics()),
+                Err(e) if e.status().status_code() == StatusCode::NotFound => charge_error(run, &e),
+                Err(e) => {
+                    charge_error(run, &e);
+                    return Err(cosmos_error("delete a surplus snapshot shard", e));
+                }
+            }
+        }
+        info!(shards, tracked = state.len(), "wrote a state snapshot");
+        Ok(SnapshotRef { bank, shards, other_shards: previous.shards, through: format_timestamp(through) })
+    }
+
+    /// Replaces (or first creates) the head, only if nobody else changed it since it was read.
+    /// Returns the new ETag, or `None` when another instance got there first.
+    async fn write_head(
+        &self,
+        run: &RunContext,
+        head: &Head,
+        expected: Option<&Etag>,
+    ) -> Result<Option<Etag>, StoreError> {
+        let result = match expected {
+            Some(etag) => {
+                let options = ItemWriteOptions::default().with_precondition(Precondition::if_match(etag.clone()));
+                self.state.replace_item(HEAD_ID, HEAD_ID, head, Some(options)).await
+            }
+            None => self.state.create_item(HEAD_ID, HEAD_ID, head, None).await,
+        };
+        match result {
+            Ok(response) => {
+                charge(run, &response.diagnostics());
+                Ok(response.headers().etag().cloned())
+            }
+            Err(e) if matches!(e.status().status_code(), StatusCode::PreconditionFailed | StatusCode::Conflict) => {
+                charge_error(run, &e);
+                Ok(None)
+            }
+            Err(e) => {
+                charge_error(run, &e);
+                Err(cosmos_error("advance the state head", e))
+            }
+        }
+    }
+
+    fn snapshot_due(&self, head: &Head, state: &LastKnown, departures: usize, observed_at: DateTime<Utc>) -> bool {
+        let threshold = self.tuning.min_records_between_snapshots.max(state.len() as u64);
+        let stale = parse_timestamp(&head.snap.through)
+            .map(|through| observed_at - through > TimeDelta::hours(12))
+            .unwrap_or(true);
+        head.snap.shards == 0
+            || head.since >= threshold
+            || departures > self.tuning.max_departures_in_head
+            || (stale && (head.since > 0 || departures > 0))
+    }
+}
+
+#[async_trait]
+impl HistoryStore for CosmosStore {
+    async fn last_known(&self, run: &RunContext) -> Result<Arc<LastKnown>, StoreError> {
+        let head = self.read_head(run).await?;
+        let current_etag = head.as_ref().map(|(_, etag)| etag);
+        if let Some(warm) = self.warm() {
+            if warm.head.as_ref().map(|(_, etag)| etag) == current_etag {
+                debug!(tracked = warm.state.len(), "last-known state is current in memory");
+                return Ok(warm.state);
+            }
+            info!("another instance advanced the state: reloading it");
+        }
+        let state = Arc::new(self.load(run, head.as_ref().map(|(h, _)| h)).await?);
+        self.set_warm(Some(Warm { head, state: state.clone() }));
+        Ok(state)
+    }
+
+    async fn record(&self, run: &RunContext, plan: &RecordPlan) -> Result<RecordOutcome, StoreError> {
+        let Some(mut warm) = self.warm() else {
+            // The cycle reads the state first; without it the head cannot be advanced safely.
+            self.last_known(run).await?;
+            return Box::pin(self.record(run, plan)).await;
+        };
+        // Forget the warm state until this run completes: on failure the next run reloads it,
+        // records written so far included.
+        self.set_warm(None);
+        let results = self.write_records(run, plan).await?;
+
+        let mut outcome = RecordOutcome::default();
+        let state = Arc::make_mut(&mut warm.state);
+        let mut recorded = Vec::with_capacity(results.len());
+        for result in results {
+            match result {
+                WriteResult::Written(user, known) => {
+                    outcome.written += 1;
+                    recorded.push(user);
+                    state.merge(user, known);
+                }
+                WriteResult::AlreadyRecorded { user, stored, differs } => {
+                    outcome.already_recorded += 1;
+                    outcome.superseded += usize::from(differs);
+                    recorded.push(user);
+                    state.merge(user, stored);
+                }
+            }
+        }
+        for user in &plan.departed {
+            state.depart(user, plan.observed_at);
+        }
+
+        let (previous, etag) = match &warm.head {
+            Some((head, etag)) => (head.clone(), Some(etag)),
+            None => (Head { id: HEAD_ID.into(), ..Head::default() }, None),
+        };
+        let mut departures = decode_departures(&previous.gone)?;
+        departures.retain(|(user, _)| !recorded.contains(user) && !plan.departed.contains(user));
+        departures.extend(plan.departed.iter().map(|u| (*u, plan.observed_at)));
+        let mut head = Head {
+            id: HEAD_ID.into(),
+            snap: previous.snap.clone(),
+            since: previous.since + outcome.written as u64,
+            gone: encode_departures(&departures),
+        };
+        if self.snapshot_due(&head, state, departures.len(), plan.observed_at) {
+            head.snap = self.write_snapshot(run, state, &previous.snap, plan.observed_at).await?;
+            head.since = 0;
+            head.gone = String::new();
+        }
+        match self.write_head(run, &head, etag).await? {
+            Some(new_etag) => {
+                warm.head = Some((head, new_etag));
+                self.set_warm(Some(warm));
+            }
+            None => warn!("another instance advanced the state during this run: it is reloaded next run"),
+        }
+        debug!(
+            written = outcome.written,
+            already_recorded = outcome.already_recorded,
+            departed = plan.departed.len(),
+            "recorded"
+        );
+        Ok(outcome)
+    }
+
+    async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {
+        let query = Query::from("SELECT c.userId, c.availability, c.timestamp FROM c");
+        let rows: Vec<HistoryRow> = self
+            .history
+            .query_items::<HistoryRow>(query, FeedScope::partition(user.to_string()), None)
+            .await
+            .map_err(|e| cosmos_error("query a user's history", e))?
+            .try_collect()
+            .await
+            .map_err(|e| cosmos_error("query a user's history", e))?;
+        let mut records = rows
+            .into_iter()
+            .map(|row| {
+                Ok(ChangeRecord {
+                    user_id: user,
+                    availability: row.availability.as_str().into(),
+                    timestamp: parse_timestamp(&row.timestamp)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        records.sort_by_key(|r| r.timestamp);
+        Ok(records)
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
+
+fn shard_id(bank: u8, index: u32) -> String {
+    format!("snapshot-{bank}-{index}")
+}
+
+/// Users are spread over shards by their id, so one user's entry is found in one known shard.
+fn shard_of(user: &UserId, shards: usize) -> usize {
+    let bytes = user.as_bytes();
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&bytes[8..]);
+    (u64::from_le_bytes(low) % shards as u64) as usize
+}
+
+fn encode_shards(state: &LastKnown, shards: usize, bank: u8) -> Result<Vec<ShardDoc>, StoreError> {
+    let mut values: Vec<Vec<String>> = vec![Vec::new(); shards];
+    let mut data: Vec<Vec<u8>> = vec![Vec::new(); shards];
+    for (user, known) in state.iter() {
+        let shard = shard_of(user, shards);
+        let dictionary = &mut values[shard];
+        let index = match dictionary.iter().position(|v| v == known.availability.as_str()) {
+            Some(index) => index,
+            None => {
+                dictionary.push(known.availability.as_str().to_string());
+                dictionary.len() - 1
+            }
+        };
+        let index = u16::try_from(index).map_err(|_| StoreError::Corrupt {
+            what: "availability values".into(),
+            message: "more than 65,536 distinct values in one snapshot shard".into(),
+        })?;
+        let bytes = &mut data[shard];
+        bytes.extend_from_slice(user.as_bytes());
+        bytes.extend_from_slice(&index.to_le_bytes());
+        bytes.extend_from_slice(&known.at.timestamp_millis().to_le_bytes());
+    }
+    Ok(values
+        .into_iter()
+        .zip(data)
+        .enumerate()
+        .map(|(i, (values, data))| ShardDoc {
+            id: shard_id(bank, u32::try_from(i).unwrap_or(u32::MAX)),
+            values,
+            data: BASE64.encode(data),
+        })
+        .collect())
+}
+
+fn decode_shard(shard: &ShardDoc, interner: &mut Interner, state: &mut LastKnown) -> Result<(), StoreError> {
+    let bad = |message: String| StoreError::Corrupt { what: format!("snapshot shard {}", shard.id), message };
+    let bytes = BASE64.decode(&shard.data).map_err(|e| bad(e.to_string()))?;
+    if bytes.len() % SHARD_ENTRY != 0 {
+        return Err(bad(format!("{} bytes is not a whole number of {SHARD_ENTRY}-byte entries", bytes.len())));
+    }
+    let values: Vec<_> = shard.values.iter().map(|v| interner.intern(v)).collect();
+    for entry in bytes.chunks_exact(SHARD_ENTRY) {
+        let (user, rest) = entry.split_at(16);
+        let (index, millis) = rest.split_at(2);
+        let user = UserId::from_slice(user).map_err(|e| bad(e.to_string()))?;
+        let index = usize::from(u16::from_le_bytes([index[0], index[1]]));
+        let availability =
+            values.get(index).cloned().ok_or_else(|| bad(format!("value index {index} out of range")))?;
+        let at = millis_to_time(millis).ok_or_else(|| bad("timestamp out of range".into()))?;
+        state.merge(user, Known { availability, at });
+    }
+    Ok(())
+}
+
+fn encode_departures(departures: &[(UserId, DateTime<Utc>)]) -> String {
+    let mut bytes = Vec::with_capacity(departures.len() * GONE_ENTRY);
+    for (user, at) in departures {
+        bytes.extend_from_slice(user.as_bytes());
+        bytes.extend_from_slice(&at.timestamp_millis().to_le_bytes());
+    }
+    BASE64.encode(bytes)
+}
+
+fn decode_departures(text: &str) -> Result<Vec<(UserId, DateTime<Utc>)>, StoreError> {
+    let bad = |message: String| StoreError::Corrupt { what: "departures in the state head".into(), message };
+    let bytes = BASE64.decode(text).map_err(|e| bad(e.to_string()))?;
+    if bytes.len() % GONE_ENTRY != 0 {
+        return Err(bad(format!("{} bytes is not a whole number of {GONE_ENTRY}-byte entries", bytes.len())));
+    }
+    bytes
+        .chunks_exact(GONE_ENTRY)
+        .map(|entry| {
+            let (user, millis) = entry.split_at(16);
+            let user = UserId::from_slice(user).map_err(|e| bad(e.to_string()))?;
+            let at = millis_to_time(millis).ok_or_else(|| bad("timestamp out of range".into()))?;
+            Ok((user, at))
+        })
+        .collect()
+}
+
+fn millis_to_time(bytes: &[u8]) -> Option<DateTime<Utc>> {
+    let millis = i64::from_le_bytes(bytes.try_into().ok()?);
+    DateTime::from_timestamp_millis(millis)
+}
+
+fn parse_user(text: &str) -> Result<UserId, StoreError> {
+    UserId::try_parse(text)
+        .map_err(|e| StoreError::Corrupt { what: format!("user id {text:?}"), message: e.to_string() })
+}
+
+/// Adds what an operation cost, retries included, to the run's request units.
+fn charge(run: &RunContext, diagnostics: &DiagnosticsContext) {
+    let units = f64::from(diagnostics.total_request_charge());
+    if units.is_finite() && units > 0.0 {
+        RunMetrics::add(&run.metrics.store_request_milli_units, (units * 1000.0).round() as u64);
+    }
+}
+
+fn charge_error(run: &RunContext, error: &CosmosError) {
+    if let Some(diagnostics) = error.diagnostics() {
+        charge(run, &diagnostics);
+    }
+}
+
+fn cosmos_error(operation: &'static str, e: CosmosError) -> StoreError {
+    StoreError::Cosmos { operation, message: e.to_string() }
+}
+
+fn corrupt(what: &str, e: CosmosError) -> StoreError {
+    StoreError::Corrupt { what: what.to_string(), message: e.to_string() }
+}
+
+/// Used by tests and tools to check the exact shape of stored history.
+pub const HISTORY_FIELDS: [&str; 4] = ["id", "userId", "availability", "timestamp"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn shards_round_trip_and_spread_users() {
+        let mut state = LastKnown::default();
+        let at = Utc.with_ymd_and_hms(2025, 1, 31, 12, 0, 0).unwrap();
+        for i in 0..1_000u128 {
+            let user = UserId::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+            let value = ["Available", "Away", "Busy"][(i % 3) as usize];
+            state.set(user, Known { availability: value.into(), at: at + TimeDelta::milliseconds(i as i64) });
+        }
+        let docs = encode_shards(&state, 4, 1).unwrap();
+        assert_eq!(docs.len(), 4);
+        assert!(docs.iter().all(|d| d.id.starts_with("snapshot-1-")));
+        let mut back = LastKnown::default();
+        let mut interner = Interner::default();
+        for doc in &docs {
+            let entries = BASE64.decode(&doc.data).unwrap().len() / SHARD_ENTRY;
+            assert!((150..350).contains(&entries), "unbalanced shard: {entries}");
+            decode_shard(doc, &mut interner, &mut back).unwrap();
+        }
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn a_full_shard_stays_below_64_kib() {
+        let users = Tuning::default().users_per_shard * 11 / 10;
+        let mut state = LastKnown::default();
+        for i in 0..users {
+            state.set(
+                UserId::from_u128(i as u128),
+                Known { availability: "Available".into(), at: DateTime::UNIX_EPOCH },
+            );
+        }
+        let doc = encode_shards(&state, 1, 0).unwrap().remove(0);
+        assert!(serde_json::to_vec(&doc).unwrap().len() < 64 * 1024);
+    }
+
+    #[test]
+    fn departures_round_trip_and_reject_garbage() {
+        let at = Utc.with_ymd_and_hms(2025, 1, 31, 12, 0, 0).unwrap();
+        let list = vec![(UserId::from_u128(1), at), (UserId::from_u128(2), at + TimeDelta::seconds(1))];
+        assert_eq!(decode_departures(&encode_departures(&list)).unwrap(), list);
+        assert!(decode_departures("").unwrap().is_empty());
+        assert!(decode_departures("AAAA").is_err());
+    }
+}

@@ -1,0 +1,304 @@
+//! The embedded store: one SQLite file (WAL) holding the history and the last-known state.
+//!
+//! History and state advance in one transaction, so a run is recorded entirely or not at all.
+//! rusqlite blocks, so every statement runs on tokio's blocking pool, never on a runtime worker.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, params};
+use tracing::debug;
+
+use super::state::Interner;
+use super::{
+    HistoryStore, Known, LastKnown, RecordOutcome, RecordPlan, StoreError, format_timestamp, parse_timestamp, record_id,
+};
+use crate::cycle::RunContext;
+use crate::model::{ChangeRecord, Slot, UserId};
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS history (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        availability TEXT NOT NULL,
+        timestamp TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS history_by_user ON history (user_id, timestamp);
+    CREATE TABLE IF NOT EXISTS last_known (
+        user_id TEXT PRIMARY KEY,
+        availability TEXT NOT NULL,
+        timestamp TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT OR IGNORE INTO meta (key, value) VALUES ('state_version', 0);
+";
+
+/// How long a writer waits for another process's transaction (e.g. `export` during a run).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+    /// The state as of `state_version`; another process writing the same file bumps the version.
+    cache: Mutex<Option<Cached>>,
+}
+
+struct Cached {
+    version: i64,
+    state: Arc<LastKnown>,
+}
+
+/// What one recording transaction did, for the in-memory state to follow.
+struct Applied {
+    outcome: RecordOutcome,
+    entries: Vec<(UserId, Known)>,
+    version_before: i64,
+    version_after: i64,
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
+        let opened = path.clone();
+        let conn = tokio::task::spawn_blocking(move || open_connection(&opened))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("SQLite open task failed: {e}")))?
+            .map_err(|e| sqlite_error(&path, e))?;
+        Ok(Self { path, conn: Arc::new(Mutex::new(conn)), cache: Mutex::new(None) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        let path = self.path.display().to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable(format!("SQLite store {path}: a previous statement panicked")))?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("SQLite task failed: {e}")))?
+    }
+
+    fn cached(&self) -> Option<(i64, Arc<LastKnown>)> {
+        self.cache.lock().ok()?.as_ref().map(|c| (c.version, c.state.clone()))
+    }
+
+    fn set_cache(&self, cached: Option<Cached>) {
+        if let Ok(mut guard) = self.cache.lock() {
+            *guard = cached;
+        }
+    }
+
+    /// Follows a committed transaction in memory, or forgets the cache if another writer came
+    /// between (the next run then reloads the table).
+    fn follow(&self, applied: Applied, plan: &RecordPlan) {
+        let Ok(mut guard) = self.cache.lock() else { return };
+        match guard.take() {
+            Some(mut cached) if cached.version == applied.version_before => {
+                let state = Arc::make_mut(&mut cached.state);
+                for (user, known) in applied.entries {
+                    state.merge(user, known);
+                }
+                for user in &plan.departed {
+                    state.depart(user, plan.observed_at);
+                }
+                cached.version = applied.version_after;
+                *guard = Some(cached);
+            }
+            _ => *guard = None,
+        }
+    }
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // WAL with NORMAL survives process crashes; only an OS crash can lose the last commits.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+fn sqlite_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite { path: path.display().to_string(), message: e.to_string() }
+}
+
+fn read_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT value FROM meta WHERE key = 'state_version'", [], |row| row.get(0))
+}
+
+fn parse_user(text: &str) -> Result<UserId, StoreError> {
+    UserId::try_parse(text)
+        .map_err(|e| StoreError::Corrupt { what: format!("user id {text:?}"), message: e.to_string() })
+}
+
+fn load_state(conn: &Connection) -> Result<(i64, LastKnown), Failure> {
+    let version = read_version(conn)?;
+    let count: i64 = conn.query_row("SELECT COUNT(*) FROM last_known", [], |r| r.get(0))?;
+    let mut state = LastKnown::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut interner = Interner::default();
+    let mut stmt = conn.prepare("SELECT user_id, availability, timestamp FROM last_known")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let user = parse_user(&row.get::<_, String>(0)?)?;
+        let availability = interner.intern(&row.get::<_, String>(1)?);
+        let at = parse_timestamp(&row.get::<_, String>(2)?)?;
+        state.set(user, Known { availability, at });
+    }
+    Ok((version, state))
+}
+
+fn apply_plan(conn: &mut Connection, slot: Slot, plan: &RecordPlan) -> Result<Applied, Failure> {
+    let tx = conn.transaction()?;
+    let version_before = read_version(&tx)?;
+    let mut outcome = RecordOutcome::default();
+    let mut entries = Vec::with_capacity(plan.changes.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO history (id, user_id, availability, timestamp) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO NOTHING",
+        )?;
+        let mut stored = tx.prepare_cached("SELECT availability, timestamp FROM history WHERE id = ?1")?;
+        // The later record wins, as in memory: repeating an old slot cannot roll the state back.
+        let mut advance = tx.prepare_cached(
+            "INSERT INTO last_known (user_id, availability, timestamp) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_id) DO UPDATE SET availability = excluded.availability, timestamp = excluded.timestamp
+             WHERE excluded.timestamp >= last_known.timestamp",
+        )?;
+        for change in &plan.changes {
+            let id = record_id(change.user_id, slot).to_string();
+            let user = change.user_id.to_string();
+            let timestamp = format_timestamp(change.timestamp);
+            let known = if insert.execute(params![id, user, change.availability.as_str(), timestamp])? == 1 {
+                outcome.written += 1;
+                Known { availability: change.availability.clone(), at: change.timestamp }
+            } else {
+                let (availability, at): (String, String) = stored.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                outcome.already_recorded += 1;
+                if availability != change.availability.as_str() {
+                    outcome.superseded += 1;
+                }
+                Known { availability: availability.as_str().into(), at: parse_timestamp(&at)? }
+            };
+            advance.execute(params![user, known.availability.as_str(), format_timestamp(known.at)])?;
+            entries.push((change.user_id, known));
+        }
+        let mut depart = tx.prepare_cached("DELETE FROM last_known WHERE user_id = ?1 AND timestamp <= ?2")?;
+        let departed_at = format_timestamp(plan.observed_at);
+        for user in &plan.departed {
+            depart.execute(params![user.to_string(), departed_at])?;
+        }
+    }
+    let version_after: i64 =
+        tx.query_row("UPDATE meta SET value = value + 1 WHERE key = 'state_version' RETURNING value", [], |r| {
+            r.get(0)
+        })?;
+    tx.commit()?;
+    Ok(Applied { outcome, entries, version_before, version_after })
+}
+
+/// A failure inside a blocking SQLite call: a statement failed, or a stored value is malformed.
+enum Failure {
+    Sql(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sql(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl Failure {
+    fn at(self, path: &Path) -> StoreError {
+        match self {
+            Self::Sql(e) => sqlite_error(path, e),
+            Self::Store(e) => e,
+        }
+    }
+}
+
+#[async_trait]
+impl HistoryStore for SqliteStore {
+    async fn last_known(&self, _run: &RunContext) -> Result<Arc<LastKnown>, StoreError> {
+        let path = self.path.clone();
+        let cached = self.cached();
+        let current = self.blocking(move |conn| read_version(conn).map_err(|e| sqlite_error(&path, e))).await?;
+        if let Some((version, state)) = cached.filter(|(version, _)| *version == current) {
+            debug!(version, tracked = state.len(), "last-known state is current in memory");
+            return Ok(state);
+        }
+        let path = self.path.clone();
+        let (version, state) = self.blocking(move |conn| load_state(conn).map_err(|e| e.at(&path))).await?;
+        debug!(version, tracked = state.len(), "loaded the last-known state");
+        let state = Arc::new(state);
+        self.set_cache(Some(Cached { version, state: state.clone() }));
+        Ok(state)
+    }
+
+    async fn record(&self, run: &RunContext, plan: &RecordPlan) -> Result<RecordOutcome, StoreError> {
+        let slot = run.slot;
+        let path = self.path.clone();
+        let owned = plan.clone();
+        let applied = self.blocking(move |conn| apply_plan(conn, slot, &owned).map_err(|e| e.at(&path))).await;
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(e) => {
+                self.set_cache(None);
+                return Err(e);
+            }
+        };
+        let outcome = applied.outcome;
+        debug!(
+            written = outcome.written,
+            already_recorded = outcome.already_recorded,
+            departed = plan.departed.len(),
+            "recorded"
+        );
+        self.follow(applied, plan);
+        Ok(outcome)
+    }
+
+    async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {
+        let path = self.path.clone();
+        self.blocking(move |conn| {
+            let rows: Vec<(String, String)> = conn
+                .prepare_cached("SELECT availability, timestamp FROM history WHERE user_id = ?1 ORDER BY timestamp, id")
+                .and_then(|mut stmt| {
+                    stmt.query_map([user.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()
+                })
+                .map_err(|e| sqlite_error(&path, e))?;
+            rows.into_iter()
+                .map(|(availability, at)| {
+                    Ok(ChangeRecord {
+                        user_id: user,
+                        availability: availability.as_str().into(),
+                        timestamp: parse_timestamp(&at)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded SQLite file {}", self.path.display())
+    }
+}

@@ -1,0 +1,189 @@
+//! The store contract: cases every `HistoryStore` must pass, written once against a backend that
+//! can open any number of store instances over the same data (one per "process").
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use rand::{RngExt, SeedableRng};
+use teams_presence::cycle::RunContext;
+use teams_presence::model::{Availability, ChangeRecord, Slot, UserId};
+use teams_presence::store::{HistoryStore, LastKnown, RecordPlan};
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// A new store instance over the backend's data, as a freshly started process opens it.
+    async fn open(&self) -> Arc<dyn HistoryStore>;
+}
+
+pub fn slot(run: i64) -> Slot {
+    Slot::new(Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 0).unwrap() + TimeDelta::minutes(5 * run))
+}
+
+pub fn observed(run: i64) -> DateTime<Utc> {
+    slot(run).at() + TimeDelta::milliseconds(1_250)
+}
+
+pub fn run_context(run: i64) -> RunContext {
+    RunContext::new(format!("contract-{run}"), slot(run), Duration::from_secs(120))
+}
+
+pub fn user(n: u128) -> UserId {
+    // Spread like real object ids, so users fall into different shards.
+    UserId::from_u128(n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) ^ 0x4000_8000)
+}
+
+pub fn plan(run: i64, changes: &[(u128, &str)], departed: &[u128]) -> RecordPlan {
+    RecordPlan {
+        changes: changes
+            .iter()
+            .map(|&(u, a)| ChangeRecord {
+                user_id: user(u),
+                availability: Availability::from(a),
+                timestamp: observed(run),
+            })
+            .collect(),
+        departed: departed.iter().map(|&u| user(u)).collect(),
+        observed_at: observed(run),
+    }
+}
+
+async fn availability(store: &dyn HistoryStore, run: i64, u: u128) -> Option<String> {
+    store.last_known(&run_context(run)).await.unwrap().availability(&user(u)).map(|a| a.to_string())
+}
+
+async fn history(store: &dyn HistoryStore, u: u128) -> Vec<(String, DateTime<Utc>)> {
+    store.export_user(user(u)).await.unwrap().into_iter().map(|r| (r.availability.to_string(), r.timestamp)).collect()
+}
+
+pub async fn an_empty_store_knows_nobody(backend: impl Backend) {
+    let store = backend.open().await;
+    assert!(store.last_known(&run_context(0)).await.unwrap().is_empty());
+    assert!(store.export_user(user(1)).await.unwrap().is_empty());
+}
+
+pub async fn records_are_exported_oldest_first_and_state_follows(backend: impl Backend) {
+    let store = backend.open().await;
+    for (run, changes) in [(2, vec![(1, "Busy")]), (1, vec![(1, "Available"), (2, "Away")])] {
+        store.last_known(&run_context(run)).await.unwrap();
+        let outcome = store.record(&run_context(run), &plan(run, &changes, &[])).await.unwrap();
+        assert_eq!(outcome.written, changes.len());
+    }
+    assert_eq!(history(&*store, 1).await, [("Available".into(), observed(1)), ("Busy".into(), observed(2))]);
+    assert_eq!(history(&*store, 2).await, [("Away".into(), observed(1))]);
+    // Recorded out of order, the later record still wins.
+    assert_eq!(availability(&*store, 3, 1).await.as_deref(), Some("Busy"));
+    let cold = backend.open().await;
+    assert_eq!(availability(&*cold, 3, 1).await.as_deref(), Some("Busy"));
+    assert_eq!(availability(&*cold, 3, 2).await.as_deref(), Some("Away"));
+}
+
+pub async fn repeating_a_slot_doubles_nothing(backend: impl Backend) {
+    let store = backend.open().await;
+    let first = plan(1, &[(1, "Available"), (2, "Away")], &[]);
+    store.last_known(&run_context(1)).await.unwrap();
+    store.record(&run_context(1), &first).await.unwrap();
+    // A repeat of the slot by another process: same ids, conflicts count as success.
+    let other = backend.open().await;
+    other.last_known(&run_context(1)).await.unwrap();
+    let again = other.record(&run_context(1), &first).await.unwrap();
+    assert_eq!((again.written, again.already_recorded, again.superseded), (0, 2, 0));
+    assert_eq!(history(&*store, 1).await.len(), 1);
+    assert_eq!(history(&*store, 2).await.len(), 1);
+}
+
+pub async fn a_repeat_that_saw_another_value_keeps_the_stored_record(backend: impl Backend) {
+    let store = backend.open().await;
+    store.last_known(&run_context(1)).await.unwrap();
+    store.record(&run_context(1), &plan(1, &[(1, "Available")], &[])).await.unwrap();
+    let repeat = backend.open().await;
+    repeat.last_known(&run_context(1)).await.unwrap();
+    let outcome = repeat.record(&run_context(1), &plan(1, &[(1, "Busy")], &[])).await.unwrap();
+    assert_eq!((outcome.written, outcome.already_recorded, outcome.superseded), (0, 1, 1));
+    // The state reflects what is stored, so the next run records the change: never lost.
+    assert_eq!(availability(&*repeat, 2, 1).await.as_deref(), Some("Available"));
+    assert_eq!(availability(&*backend.open().await, 2, 1).await.as_deref(), Some("Available"));
+    let next = repeat.record(&run_context(2), &plan(2, &[(1, "Busy")], &[])).await.unwrap();
+    assert_eq!(next.written, 1);
+    assert_eq!(history(&*repeat, 1).await, [("Available".into(), observed(1)), ("Busy".into(), observed(2))]);
+}
+
+pub async fn departed_users_stop_being_tracked_everywhere(backend: impl Backend) {
+    let store = backend.open().await;
+    store.last_known(&run_context(1)).await.unwrap();
+    store.record(&run_context(1), &plan(1, &[(1, "Available"), (2, "Away")], &[])).await.unwrap();
+    store.last_known(&run_context(2)).await.unwrap();
+    store.record(&run_context(2), &plan(2, &[], &[2])).await.unwrap();
+    assert_eq!(availability(&*store, 3, 2).await, None);
+    assert_eq!(availability(&*backend.open().await, 3, 2).await, None, "a cold instance agrees");
+    assert_eq!(history(&*store, 2).await.len(), 1, "history stays");
+    // Back in scope: a first sighting again.
+    store.record(&run_context(3), &plan(3, &[(2, "Away")], &[])).await.unwrap();
+    assert_eq!(availability(&*backend.open().await, 4, 2).await.as_deref(), Some("Away"));
+}
+
+pub async fn a_warm_instance_sees_what_another_instance_recorded(backend: impl Backend) {
+    let a = backend.open().await;
+    let b = backend.open().await;
+    a.last_known(&run_context(1)).await.unwrap();
+    a.record(&run_context(1), &plan(1, &[(1, "Available")], &[])).await.unwrap();
+    b.last_known(&run_context(2)).await.unwrap();
+    b.record(&run_context(2), &plan(2, &[(1, "Away")], &[])).await.unwrap();
+    assert_eq!(availability(&*a, 3, 1).await.as_deref(), Some("Away"));
+}
+
+/// Many runs with random changes, departures and returns: after every run, the warm state, a
+/// cold instance's state and a model agree, and history holds exactly the model's records.
+pub async fn state_matches_a_model_over_many_runs(backend: impl Backend, users: u128, runs: i64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let values = ["Available", "Away", "Busy", "DoNotDisturb", "Offline", "BeRightBack"];
+    let warm = backend.open().await;
+    let mut model: std::collections::HashMap<u128, &str> = Default::default();
+    let mut expected_records = 0usize;
+    for run in 1..=runs {
+        warm.last_known(&run_context(run)).await.unwrap();
+        let mut changes = Vec::new();
+        let mut departed = Vec::new();
+        for u in 0..users {
+            match model.get(&u) {
+                None if rng.random_bool(0.9) => changes.push((u, values[rng.random_range(0..values.len())])),
+                Some(_) if rng.random_bool(0.01) => departed.push(u),
+                Some(current) if rng.random_bool(0.1) => {
+                    let next =
+                        values.iter().copied().find(|v| v != current && rng.random_bool(0.5)).unwrap_or("Offline");
+                    if next != *current {
+                        changes.push((u, next));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let outcome = warm.record(&run_context(run), &plan(run, &changes, &departed)).await.unwrap();
+        assert_eq!(outcome.written, changes.len());
+        expected_records += changes.len();
+        for u in &departed {
+            model.remove(u);
+        }
+        for (u, v) in &changes {
+            model.insert(*u, v);
+        }
+        let mut expected = LastKnown::default();
+        for (u, v) in &model {
+            let known = warm.last_known(&run_context(run + 1)).await.unwrap();
+            let at = known.get(&user(*u)).map(|k| k.at).unwrap_or(DateTime::UNIX_EPOCH);
+            expected.set(user(*u), teams_presence::store::Known { availability: Availability::from(*v), at });
+        }
+        let warm_state = warm.last_known(&run_context(run + 1)).await.unwrap();
+        assert_eq!(*warm_state, expected, "warm state after run {run}");
+        if run % 5 == 0 || run == runs {
+            let cold_state = backend.open().await.last_known(&run_context(run + 1)).await.unwrap();
+            assert_eq!(*cold_state, expected, "cold state after run {run}");
+        }
+    }
+    let mut total = 0;
+    for u in 0..users {
+        total += warm.export_user(user(u)).await.unwrap().len();
+    }
+    assert_eq!(total, expected_records);
+}

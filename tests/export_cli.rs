@@ -1,0 +1,83 @@
+//! `handler export` on a prepared embedded database, through the real binary.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::store_cases::{plan, run_context, user};
+use teams_presence::store::HistoryStore;
+use teams_presence::store::sqlite::SqliteStore;
+
+async fn prepare(path: &Path) {
+    let store = SqliteStore::open(path).await.unwrap();
+    for (run, changes) in
+        [(1, vec![(1, "Available"), (2, "Away")]), (2, vec![(1, "Busy, in a call")]), (3, vec![(1, "Offline")])]
+    {
+        store.last_known(&run_context(run)).await.unwrap();
+        store.record(&run_context(run), &plan(run, &changes, &[])).await.unwrap();
+    }
+}
+
+fn export(db: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_handler"))
+        .arg("export")
+        .args(args)
+        .env("PRESENCE_DB", db)
+        .env("ENTRA_GROUP_IDS", "11111111-1111-4111-8111-111111111111")
+        .env_remove("COSMOS_ENDPOINT")
+        .env_remove("COSMOS_KEY")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn json_export_lists_one_users_records_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("presence.db");
+    prepare(&db).await;
+    let id = user(1).to_string();
+    let output = export(&db, &["--user", &id]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let records: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        records,
+        serde_json::json!([
+            {"userId": id, "availability": "Available", "timestamp": "2025-03-01T08:05:01.250Z"},
+            {"userId": id, "availability": "Busy, in a call", "timestamp": "2025-03-01T08:10:01.250Z"},
+            {"userId": id, "availability": "Offline", "timestamp": "2025-03-01T08:15:01.250Z"},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn csv_export_quotes_what_needs_quoting() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("presence.db");
+    prepare(&db).await;
+    let id = user(1).to_string();
+    let output = export(&db, &["--user", &id.to_uppercase(), "--format", "csv"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!(
+            "userId,availability,timestamp\n{id},Available,2025-03-01T08:05:01.250Z\n\
+             {id},\"Busy, in a call\",2025-03-01T08:10:01.250Z\n{id},Offline,2025-03-01T08:15:01.250Z\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_user_exports_an_empty_list_and_a_bad_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("presence.db");
+    prepare(&db).await;
+    let output = export(&db, &["--user", &user(9).to_string()]);
+    assert!(output.status.success());
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(), serde_json::json!([]));
+
+    let output = export(&db, &["--user", "not-a-guid"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("\"not-a-guid\"") && stderr.contains("expected a GUID"), "{stderr}");
+}

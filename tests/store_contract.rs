@@ -1,0 +1,102 @@
+//! One contract, two stores: the embedded SQLite file and Cosmos DB (SDK in-memory emulator).
+
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use common::cosmos_emulator::Emulator;
+use common::store_cases::{self as cases, Backend};
+use teams_presence::store::HistoryStore;
+use teams_presence::store::cosmos::Tuning;
+use teams_presence::store::sqlite::SqliteStore;
+
+struct Sqlite {
+    dir: tempfile::TempDir,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+}
+
+#[async_trait]
+impl Backend for Sqlite {
+    async fn open(&self) -> Arc<dyn HistoryStore> {
+        Arc::new(SqliteStore::open(&self.dir.path().join("presence.db")).await.unwrap())
+    }
+}
+
+struct Cosmos {
+    emulator: Emulator,
+    tuning: Tuning,
+}
+
+impl Cosmos {
+    fn new() -> Self {
+        Self::with_tuning(Tuning::default())
+    }
+
+    /// Small shards and frequent snapshots, so that few users exercise every part of the layout.
+    fn small() -> Self {
+        Self::with_tuning(Tuning { users_per_shard: 16, min_records_between_snapshots: 40, ..Tuning::default() })
+    }
+
+    fn with_tuning(tuning: Tuning) -> Self {
+        Self { emulator: Emulator::new(), tuning }
+    }
+}
+
+#[async_trait]
+impl Backend for Cosmos {
+    async fn open(&self) -> Arc<dyn HistoryStore> {
+        Arc::new(self.emulator.store(self.tuning.clone(), Vec::new()).await)
+    }
+}
+
+macro_rules! contract {
+    ($backend:ident, $new:expr, $small:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn an_empty_store_knows_nobody() {
+                cases::an_empty_store_knows_nobody($new).await;
+            }
+
+            #[tokio::test]
+            async fn records_are_exported_oldest_first_and_state_follows() {
+                cases::records_are_exported_oldest_first_and_state_follows($new).await;
+            }
+
+            #[tokio::test]
+            async fn repeating_a_slot_doubles_nothing() {
+                cases::repeating_a_slot_doubles_nothing($new).await;
+            }
+
+            #[tokio::test]
+            async fn a_repeat_that_saw_another_value_keeps_the_stored_record() {
+                cases::a_repeat_that_saw_another_value_keeps_the_stored_record($new).await;
+            }
+
+            #[tokio::test]
+            async fn departed_users_stop_being_tracked_everywhere() {
+                cases::departed_users_stop_being_tracked_everywhere($new).await;
+            }
+
+            #[tokio::test]
+            async fn a_warm_instance_sees_what_another_instance_recorded() {
+                cases::a_warm_instance_sees_what_another_instance_recorded($new).await;
+            }
+
+            #[tokio::test]
+            async fn state_matches_a_model_over_many_runs() {
+                cases::state_matches_a_model_over_many_runs($small, 120, 25).await;
+            }
+        }
+    };
+}
+
+contract!(sqlite, Sqlite::new(), Sqlite::new());
+contract!(cosmos, Cosmos::new(), Cosmos::small());
