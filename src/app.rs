@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, StoreSettings};
+use crate::config::{Config, StoreConfig, StoreSettings};
 use crate::cycle::PollCycle;
 use crate::graph::GraphError;
 use crate::graph::client::GraphClient;
@@ -27,7 +27,7 @@ pub async fn build_cycle(config: &Config) -> Result<PollCycle, InitError> {
 }
 
 /// The store alone, for admin commands; a credential is built only when Cosmos DB needs one.
-pub async fn open_store(config: &Config) -> Result<Arc<dyn HistoryStore>, InitError> {
+pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn HistoryStore>, InitError> {
     let credential = match config.store {
         StoreSettings::Cosmos(_) => Some(identity::credential()?),
         StoreSettings::Sqlite { .. } => None,

@@ -165,7 +165,33 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// What admin commands (export, erasure) need: the store, not the groups or Graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreConfig {
+    pub store: StoreSettings,
+    pub retention_days: u32,
+}
+
+impl StoreConfig {
+    pub fn parse(raw: &RawSettings) -> Result<StoreConfig, ConfigError> {
+        let mut errors = Vec::new();
+        let store = collect(&mut errors, parse_store(raw));
+        let retention_days = collect(
+            &mut errors,
+            parse_number("RETENTION_DAYS", raw.retention_days.as_deref(), DEFAULT_RETENTION_DAYS, 1..=3_650),
+        );
+        match (store, retention_days) {
+            (Some(store), Some(retention_days)) if errors.is_empty() => Ok(StoreConfig { store, retention_days }),
+            _ => Err(ConfigError { errors }),
+        }
+    }
+}
+
 impl Config {
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig { store: self.store.clone(), retention_days: self.retention_days }
+    }
+
     pub fn parse(raw: &RawSettings) -> Result<Config, ConfigError> {
         let mut errors = Vec::new();
         let groups = collect(&mut errors, parse_groups(raw.entra_group_ids.as_deref()));
@@ -500,6 +526,15 @@ mod tests {
         for text in [config.describe(), format!("{config:?}")] {
             assert!(!text.contains("c2VjcmV0LWtleQ=="), "{text}");
         }
+    }
+
+    #[test]
+    fn admin_commands_need_no_groups() {
+        let raw = RawSettings { presence_db: Some("/tmp/x.db".into()), ..RawSettings::default() };
+        let config = StoreConfig::parse(&raw).unwrap();
+        assert_eq!(config.store, StoreSettings::Sqlite { path: PathBuf::from("/tmp/x.db") });
+        let raw = RawSettings { retention_days: Some("0".into()), ..RawSettings::default() };
+        assert_eq!(StoreConfig::parse(&raw).unwrap_err().errors[0].setting, "RETENTION_DAYS");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 
 use teams_presence::app;
-use teams_presence::config::{Config, DEFAULT_LOCAL_PORT, RawSettings};
+use teams_presence::config::{Config, DEFAULT_LOCAL_PORT, RawSettings, StoreConfig};
 use teams_presence::cycle::RunContext;
 use teams_presence::handler::{self, AppState};
 use teams_presence::model::{ChangeRecord, Slot};
@@ -156,7 +156,7 @@ async fn export(settings: &RawSettings, user: &str, format: ExportFormat) -> any
             "--user {user:?} is not a user object id: expected a GUID such as 6f1c2a3b-0d4e-4f5a-8b6c-7d8e9f0a1b2c"
         )
     })?;
-    let config = Config::parse(settings)?;
+    let config = StoreConfig::parse(settings)?;
     let store = app::open_store(&config).await?;
     let records = store.export_user(user_id).await?;
     let mut out = std::io::stdout().lock();

@@ -24,7 +24,7 @@ fn export(db: &Path, args: &[&str]) -> std::process::Output {
         .arg("export")
         .args(args)
         .env("PRESENCE_DB", db)
-        .env("ENTRA_GROUP_IDS", "11111111-1111-4111-8111-111111111111")
+        .env_remove("ENTRA_GROUP_IDS")
         .env_remove("COSMOS_ENDPOINT")
         .env_remove("COSMOS_KEY")
         .output()
