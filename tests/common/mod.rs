@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests. Each test file uses what it needs.
 #![allow(dead_code)]
 
+pub mod arm;
 pub mod handler_process;
