@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod arm;
+pub mod fake_az;
 pub mod handler_process;
