@@ -495,6 +495,11 @@ fn the_function_identity_gets_exactly_the_documented_roles_on_the_right_scopes()
 /// The API version of each resource type, and where Microsoft documents or uses it.
 const API_VERSIONS: &[(&str, &str, &str)] = &[
     (
+        "Microsoft.Insights/scheduledQueryRules",
+        "2021-08-01",
+        "learn.microsoft.com/azure/templates/microsoft.insights/2021-08-01/scheduledqueryrules",
+    ),
+    (
         "Microsoft.Resources/deployments",
         "2020-06-01",
         "learn.microsoft.com/partner-center/marketplace-offers/azure-partner-customer-usage-attribution (pid- sample)",
@@ -650,4 +655,46 @@ fn generated_names_fit_azure_limits() {
     assert!((3..=44).contains(&cosmos.len()), "{cosmos}");
     let site = eval.variable("functionAppName").render();
     assert!(site.len() <= 60, "{site}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alerts (from the host's own request telemetry; the handler's metrics add more later)
+
+#[test]
+fn alerts_watch_the_timer_function_and_mail_the_admin() {
+    let template = template();
+    let eval = Evaluator::new(&template, sample_parameters());
+    let group = one_of(&template, "Microsoft.Insights/actionGroups");
+    assert_eq!(group["properties"]["emailReceivers"][0]["emailAddress"], "[parameters('alertEmail')]");
+    let group_name = eval.eval_value(&group["name"], "group").render();
+
+    let functions: Vec<String> = std::fs::read_dir(env!("CARGO_MANIFEST_DIR"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("function-"))
+        .collect();
+    let mut windows = BTreeMap::new();
+    for rule in resources_of(&template, "Microsoft.Insights/scheduledQueryRules") {
+        let rule = match eval.eval_value(rule, "alert") {
+            Val::Json(v) => v,
+            other => panic!("{other:?}"),
+        };
+        let p = &rule["properties"];
+        let name = p["displayName"].as_str().unwrap().to_string();
+        assert_eq!(p["scopes"].as_array().unwrap().len(), 1);
+        assert!(key_of(p["scopes"][0].as_str().unwrap()).starts_with("microsoft.insights/components|"), "{name}");
+        let action = p["actions"]["actionGroups"][0].as_str().unwrap();
+        assert_eq!(key_of(action), format!("microsoft.insights/actiongroups|{group_name}"), "{name}");
+        let query = p["criteria"]["allOf"][0]["query"].as_str().unwrap();
+        let function = query.split('\'').nth(1).unwrap_or_default();
+        assert!(functions.iter().any(|f| f == function), "{name}: {query} names no function folder of {functions:?}");
+        windows.insert(name, (p["windowSize"].clone(), p["criteria"]["allOf"][0]["operator"].clone()));
+    }
+    assert_eq!(
+        windows,
+        BTreeMap::from([
+            ("Teams Presence: failed runs".to_string(), (json!("PT5M"), json!("GreaterThan"))),
+            ("Teams Presence: no successful run for 15 minutes".to_string(), (json!("PT15M"), json!("LessThan"))),
+        ])
+    );
 }
