@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests. Each test file uses what it needs.
 #![allow(dead_code)]
 
+pub mod arm;
 pub mod cosmos_emulator;
+pub mod fake_az;
 pub mod handler_process;
 pub mod store_cases;

@@ -1,0 +1,146 @@
+//! scripts/package.sh, given an already-built binary (HANDLER_BINARY) so the test does not run a
+//! release build: the zips' layout and modes, the glibc baseline check, the package URL default.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A small dynamically linked executable standing in for the handler where its size only slows
+/// the test down (the debug handler is over 100 MB).
+const SMALL_ELF: &str = "/usr/bin/true";
+
+fn package(dist: &Path, env: &[(&str, &str)]) -> Output {
+    package_binary(SMALL_ELF, dist, env)
+}
+
+fn package_binary(binary: &str, dist: &Path, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(repo().join("scripts/package.sh"));
+    command.env("HANDLER_BINARY", binary).env("DIST_DIR", dist).env_remove("PACKAGE_URI").env_remove("GLIBC_BASELINE");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+/// The entries of a zip: name, Unix mode bits and SHA-256 of the contents (Python's zipfile).
+fn entries(zip: &Path) -> Vec<(String, u32, String)> {
+    let script = "import hashlib, json, sys, zipfile\n\
+                  z = zipfile.ZipFile(sys.argv[1])\n\
+                  print(json.dumps([[i.filename, i.external_attr >> 16, hashlib.sha256(z.read(i)).hexdigest()]\n\
+                                    for i in z.infolist()]))";
+    let output = Command::new("python3").args(["-c", script]).arg(zip).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// One zip entry's contents, for the files small enough to inspect.
+fn read_entry(zip: &Path, name: &str) -> Vec<u8> {
+    let script = "import sys, zipfile\nsys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))";
+    let output = Command::new("python3").args(["-c", script]).arg(zip).arg(name).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output.stdout
+}
+
+fn sha256(path: &Path) -> String {
+    let script = "import hashlib, sys\nprint(hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest())";
+    let output = Command::new("python3").args(["-c", script]).arg(path).output().unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+fn highest_glibc(binary: &str) -> String {
+    let out = Command::new("objdump").args(["-T", binary]).output().expect("objdump");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut versions: Vec<Vec<u32>> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .map(|v| v.split('.').filter_map(|p| p.parse().ok()).collect())
+        .collect();
+    versions.sort();
+    versions.last().map(|v| v.iter().map(u32::to_string).collect::<Vec<_>>().join(".")).unwrap_or_default()
+}
+
+#[test]
+fn the_packages_hold_exactly_the_deployable_files_with_the_handler_executable() {
+    let dist = tempfile::tempdir().unwrap();
+    // The test binary is built for this machine's glibc, so allow it; the real build targets 2.17.
+    let out = package_binary(env!("CARGO_BIN_EXE_handler"), dist.path(), &[("GLIBC_BASELINE", "99.0")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("function-package.zip:") && log.contains("highest glibc symbol GLIBC_"), "{log}");
+
+    let function = entries(&dist.path().join("function-package.zip"));
+    let names: Vec<&str> = function.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut expected = vec!["handler".to_string(), "host.json".to_string()];
+    for entry in std::fs::read_dir(repo()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with("function-") {
+            expected.push(format!("{name}/function.json"));
+        }
+    }
+    assert!(expected.contains(&"function-timer/function.json".to_string()));
+    assert_eq!(names, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    for (name, mode, content) in &function {
+        let expected_mode = if name == "handler" { 0o100755 } else { 0o100644 };
+        assert_eq!(*mode, expected_mode, "{name} has mode {mode:o}");
+        let source =
+            if name == "handler" { Path::new(env!("CARGO_BIN_EXE_handler")).to_path_buf() } else { repo().join(name) };
+        assert_eq!(content, &sha256(&source), "{name} differs from {}", source.display());
+    }
+
+    let app = entries(&dist.path().join("app.zip"));
+    let names: Vec<&str> = app.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names, ["mainTemplate.json", "createUiDefinition.json", "viewDefinition.json"], "all at the root");
+    for (name, _, content) in &app {
+        assert_eq!(content, &sha256(&repo().join("arm").join(name)), "{name}");
+    }
+}
+
+#[test]
+fn the_same_inputs_give_the_same_bytes() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dist in [&a, &b] {
+        assert!(package(dist.path(), &[("GLIBC_BASELINE", "99.0")]).status.success());
+    }
+    for zip in ["function-package.zip", "app.zip"] {
+        assert_eq!(std::fs::read(a.path().join(zip)).unwrap(), std::fs::read(b.path().join(zip)).unwrap(), "{zip}");
+    }
+}
+
+#[test]
+fn a_binary_needing_a_newer_glibc_than_the_baseline_is_refused() {
+    let needed = highest_glibc(SMALL_ELF);
+    assert!(!needed.is_empty(), "the test binary links glibc dynamically");
+    let dist = tempfile::tempdir().unwrap();
+    let out = package(dist.path(), &[("GLIBC_BASELINE", "2.2")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("needs GLIBC_{needed}, newer than the baseline GLIBC_2.2")), "{err}");
+    assert!(!dist.path().join("function-package.zip").exists(), "nothing is written on refusal");
+}
+
+#[test]
+fn the_package_url_becomes_the_forms_default() {
+    let dist = tempfile::tempdir().unwrap();
+    let uri = "https://releases.contoso.example/v1/function-package.zip";
+    let out = package(dist.path(), &[("GLIBC_BASELINE", "99.0"), ("PACKAGE_URI", uri)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ui: Value =
+        serde_json::from_slice(&read_entry(&dist.path().join("app.zip"), "createUiDefinition.json")).unwrap();
+    let field = ui["parameters"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["elements"].as_array().unwrap())
+        .find(|e| e["name"] == "packageUri")
+        .unwrap();
+    assert_eq!(field["defaultValue"], uri);
+
+    let out = package(dist.path(), &[("GLIBC_BASELINE", "99.0"), ("PACKAGE_URI", "http://insecure.example/p.zip")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an https:// URL"));
+}
