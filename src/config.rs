@@ -85,6 +85,45 @@ pub struct GraphSettings {
     pub base_url: Url,
     pub presence_concurrency: usize,
     pub presence_calls_per_30s: u32,
+    /// Timeouts, retry limits and batch sizes; defaults suit production, tests shorten them.
+    pub tuning: GraphTuning,
+}
+
+/// The Graph client's knobs that are not app settings: production uses the defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphTuning {
+    pub connect_timeout: Duration,
+    /// One HTTP call, from sending to the last byte of the body.
+    pub request_timeout: Duration,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// First backoff step when Graph gives no Retry-After; doubles per attempt, with jitter.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// The window `presence_calls_per_30s` applies to (Graph documents 30 s).
+    pub presence_window: Duration,
+    /// Ids per presence call (Graph accepts at most 650).
+    pub presence_batch_size: usize,
+    /// Groups whose members are listed at once.
+    pub group_concurrency: usize,
+    /// Attempts for a group Graph says does not exist (new groups take time to replicate).
+    pub not_found_attempts: u32,
+}
+
+impl Default for GraphTuning {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_attempts: 6,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            presence_window: Duration::from_secs(30),
+            presence_batch_size: 650,
+            group_concurrency: 4,
+            not_found_attempts: 3,
+        }
+    }
 }
 
 impl GraphSettings {
@@ -254,7 +293,12 @@ impl Config {
                 Some(schedule),
             ) if errors.is_empty() => Ok(Config {
                 groups,
-                graph: GraphSettings { base_url, presence_concurrency, presence_calls_per_30s },
+                graph: GraphSettings {
+                    base_url,
+                    presence_concurrency,
+                    presence_calls_per_30s,
+                    tuning: GraphTuning::default(),
+                },
                 store,
                 schedule,
                 run_deadline: Duration::from_secs(run_deadline),

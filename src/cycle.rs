@@ -258,8 +258,10 @@ mod tests {
                 .map(|&(u, a)| Observation { user_id: UserId::from_u128(u), availability: Availability::from(a) })
                 .collect::<Vec<_>>();
             let unobserved = users.iter().filter(|u| !observations.iter().any(|o| o.user_id == **u)).copied().collect();
-            *self.now.lock().unwrap() =
-                (Membership { users, unreadable_groups }, PresenceSnapshot { observations, unobserved });
+            *self.now.lock().unwrap() = (
+                Membership { users, unreadable_groups },
+                PresenceSnapshot { observations, unobserved, ..Default::default() },
+            );
         }
     }
 
@@ -424,7 +426,7 @@ mod tests {
         let membership = Membership { users: vec![user], unreadable_groups: Vec::new() };
         let snapshot = PresenceSnapshot {
             observations: vec![Observation { user_id: user, availability: "available".into() }],
-            unobserved: Vec::new(),
+            ..Default::default()
         };
         let plan = plan_changes(&state, &membership, &snapshot, DateTime::UNIX_EPOCH);
         assert_eq!(plan.changes.len(), 1, "a change of spelling is what Graph said: recorded");

@@ -8,6 +8,14 @@ use async_trait::async_trait;
 use crate::cycle::RunContext;
 use crate::model::{GroupId, Observation, UserId};
 
+pub mod client;
+mod members;
+mod presence;
+pub mod rate_limit;
+mod request;
+pub mod retry;
+mod token;
+
 /// A configured group that could not be read this run; the other groups go on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupProblem {
@@ -25,22 +33,44 @@ pub struct Membership {
     pub unreadable_groups: Vec<GroupProblem>,
 }
 
+/// A presence call that failed for good: its ids are in `unobserved`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchFailure {
+    pub ids: usize,
+    pub reason: String,
+}
+
 /// What one run's presence calls saw.
 #[derive(Clone, Debug, Default)]
 pub struct PresenceSnapshot {
     pub observations: Vec<Observation>,
     /// Ids asked for but absent from every response (or in batches that failed): no observation.
     pub unobserved: Vec<UserId>,
+    /// Calls that failed after their retries (or were cut by the deadline), with the reason.
+    pub failed_batches: Vec<BatchFailure>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
     #[error("Graph call {operation} failed: {message}")]
     Call { operation: String, message: String },
+    #[error(
+        "Graph call {operation} failed with HTTP {status} (error code {code:?}, request-id {request_id:?}) {message}"
+    )]
+    Status { operation: String, status: u16, code: String, request_id: String, message: String },
+    #[error("Graph call {operation} returned a body that is not the expected JSON: {detail}")]
+    Malformed { operation: String, detail: String },
     #[error("the run deadline was reached during {operation}")]
     Deadline { operation: String },
     #[error("could not get a token for Microsoft Graph: {0}")]
     Token(String),
+}
+
+impl GraphError {
+    /// Graph's answer for an object that does not exist (or has not replicated yet).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, GraphError::Status { status: 404, .. })
+    }
 }
 
 #[async_trait]
@@ -49,5 +79,3 @@ pub trait Tenant: Send + Sync {
 
     async fn presence(&self, users: &[UserId], run: &RunContext) -> Result<PresenceSnapshot, GraphError>;
 }
-
-pub mod client;

@@ -4,5 +4,6 @@
 pub mod arm;
 pub mod cosmos_emulator;
 pub mod fake_az;
+pub mod graph_sim;
 pub mod handler_process;
 pub mod store_cases;

@@ -1,0 +1,129 @@
+//! Transitive user members of the configured groups, paged through `@odata.nextLink`.
+
+use std::borrow::Cow;
+
+use futures::StreamExt;
+use reqwest::Method;
+use serde::Deserialize;
+
+use super::client::GraphClient;
+use super::request::Call;
+use super::{GraphError, GroupProblem, Membership};
+use crate::cycle::{RunContext, RunMetrics};
+use crate::model::{GroupId, UserId};
+
+const OPERATION: &str = "transitiveMembers";
+const USER_TYPE: &str = "#microsoft.graph.user";
+
+#[derive(Deserialize)]
+struct Page<'a> {
+    #[serde(borrow)]
+    value: Vec<Member<'a>>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+}
+
+/// Only the type and id are read; nothing else about a member is kept (or asked for).
+#[derive(Deserialize)]
+struct Member<'a> {
+    #[serde(rename = "@odata.type", borrow)]
+    odata_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+}
+
+impl GraphClient {
+    pub(super) async fn transitive_user_members(
+        &self,
+        groups: &[GroupId],
+        run: &RunContext,
+    ) -> Result<Membership, GraphError> {
+        let concurrency = self.settings.tuning.group_concurrency.max(1);
+        let mut results = futures::stream::iter(groups.iter().copied())
+            .map(|g| async move { (g, self.group_members(g, run).await) })
+            .buffer_unordered(concurrency);
+        let mut users = Vec::new();
+        let mut unreadable_groups = Vec::new();
+        while let Some((group_id, result)) = results.next().await {
+            match result {
+                Ok(members) => users.extend(members),
+                // Without a token or time nothing else can be read either.
+                Err(e @ (GraphError::Token(_) | GraphError::Deadline { .. })) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(%group_id, error = %e, "group skipped this run: its members are unknown, not removed");
+                    unreadable_groups.push(GroupProblem { group_id, reason: e.to_string() });
+                }
+            }
+        }
+        // Sorting then deduplicating needs no second copy, unlike a hash set, which matters at
+        // a million members.
+        users.sort_unstable();
+        users.dedup();
+        users.shrink_to_fit();
+        unreadable_groups.sort_by_key(|p| p.group_id);
+        Ok(Membership { users, unreadable_groups })
+    }
+
+    /// Every user in one group, across all pages. A 404 on the first page is retried (a new group
+    /// may not have replicated yet), then reported.
+    async fn group_members(&self, group: GroupId, run: &RunContext) -> Result<Vec<UserId>, GraphError> {
+        let first = format!("{}/groups/{group}/transitiveMembers?$select=id&$top=999", self.base);
+        let mut body = self.first_page(&first, run).await?;
+        let mut users = Vec::new();
+        loop {
+            let page: Page<'_> = serde_json::from_slice(&body).map_err(|e| GraphError::Malformed {
+                operation: OPERATION.into(),
+                detail: format!("group {group}: {e}"),
+            })?;
+            RunMetrics::add(&run.metrics.member_pages, 1);
+            for member in &page.value {
+                if member.odata_type.as_deref() != Some(USER_TYPE) {
+                    continue;
+                }
+                match member.id.parse::<UserId>() {
+                    Ok(id) => users.push(id),
+                    Err(_) => tracing::warn!(%group, "a user member has an id that is not a GUID; skipped"),
+                }
+            }
+            let Some(next) = page.next_link else { break };
+            self.check_same_origin(&next)?;
+            let call = Call { operation: OPERATION, method: Method::GET, url: &next, body: None, limiter: None };
+            body = self.sender.send(&call, run).await?;
+        }
+        Ok(users)
+    }
+
+    async fn first_page(&self, url: &str, run: &RunContext) -> Result<bytes::Bytes, GraphError> {
+        let call = Call { operation: OPERATION, method: Method::GET, url, body: None, limiter: None };
+        let attempts = self.settings.tuning.not_found_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match self.sender.send(&call, run).await {
+                Err(e) if e.is_not_found() && attempt < attempts => {
+                    let wait = self.sender.policy().backoff(attempt);
+                    if tokio::time::Instant::now() + wait >= run.deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(wait).await;
+                    RunMetrics::add(&run.metrics.retries, 1);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A nextLink is followed whole, but only to the configured Graph host: the token must not
+    /// be sent anywhere else.
+    fn check_same_origin(&self, next: &str) -> Result<(), GraphError> {
+        let same = url::Url::parse(next).is_ok_and(|u| u.origin() == self.settings.base_url.origin());
+        if same {
+            Ok(())
+        } else {
+            Err(GraphError::Malformed {
+                operation: OPERATION.into(),
+                detail: format!("@odata.nextLink {next:?} does not point at {}", self.base),
+            })
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Availability of many users through `getPresencesByUserId`: batches of at most 650 ids, in
+//! parallel under a bound and the presence rate limit; only `id` and `availability` are read.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+
+use super::client::GraphClient;
+use super::request::Call;
+use super::{BatchFailure, GraphError, PresenceSnapshot};
+use crate::cycle::{RunContext, RunMetrics};
+use crate::model::{Availability, Observation, UserId};
+
+const OPERATION: &str = "getPresencesByUserId";
+
+#[derive(Serialize)]
+struct Request<'a> {
+    ids: &'a [UserId],
+}
+
+#[derive(Deserialize)]
+struct Response<'a> {
+    #[serde(borrow)]
+    value: Vec<Item<'a>>,
+}
+
+/// Activity, status message, out-of-office and every other field are skipped by the parser:
+/// they are never held in memory, let alone stored.
+#[derive(Deserialize)]
+struct Item<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    availability: Option<Cow<'a, str>>,
+}
+
+/// One copy of each availability string per run instead of one per user: a million
+/// observations share a handful of allocations.
+#[derive(Default)]
+struct Interner(Mutex<HashMap<Box<str>, Availability>>);
+
+impl Interner {
+    fn get(&self, value: &str) -> Availability {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(a) = map.get(value) {
+            return a.clone();
+        }
+        let a = Availability::new(value);
+        map.insert(value.into(), a.clone());
+        a
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    observations: Vec<Observation>,
+    unobserved: Vec<UserId>,
+    failures: Vec<BatchFailure>,
+}
+
+impl Outcome {
+    fn failed(ids: &[UserId], error: &GraphError) -> Self {
+        Self {
+            observations: Vec::new(),
+            unobserved: ids.to_vec(),
+            failures: vec![BatchFailure { ids: ids.len(), reason: error.to_string() }],
+        }
+    }
+
+    fn merge(&mut self, other: Outcome) {
+        self.observations.extend(other.observations);
+        self.unobserved.extend(other.unobserved);
+        self.failures.extend(other.failures);
+    }
+}
+
+impl GraphClient {
+    pub(super) async fn availability_of(
+        &self,
+        users: &[UserId],
+        run: &RunContext,
+    ) -> Result<PresenceSnapshot, GraphError> {
+        let url = format!("{}/communications/getPresencesByUserId", self.base);
+        let interner = Interner::default();
+        let concurrency = self.settings.presence_concurrency.max(1);
+        let size = self.presence_batch_size();
+        // Batches by index rather than `chunks()`: the closure then borrows nothing per item,
+        // which the `Send` future of the trait method needs.
+        let mut batches = futures::stream::iter((0..users.len()).step_by(size))
+            .map(|start| self.batch(&url, &users[start..(start + size).min(users.len())], run, &interner))
+            .buffer_unordered(concurrency);
+        let mut total = Outcome { observations: Vec::with_capacity(users.len()), ..Outcome::default() };
+        while let Some(outcome) = batches.next().await {
+            total.merge(outcome?);
+        }
+        if !total.failures.is_empty() {
+            let ids: usize = total.failures.iter().map(|f| f.ids).sum();
+            let first = &total.failures[0].reason;
+            tracing::warn!(failed_calls = total.failures.len(), ids, first_reason = %first, "some presence calls failed; their users have no observation this run");
+        }
+        Ok(PresenceSnapshot {
+            observations: total.observations,
+            unobserved: total.unobserved,
+            failed_batches: total.failures,
+        })
+    }
+
+    /// One batch; a 400 is bisected down to the id Graph refuses, so one bad id costs only itself.
+    fn batch<'a>(
+        &'a self,
+        url: &'a str,
+        ids: &'a [UserId],
+        run: &'a RunContext,
+        interner: &'a Interner,
+    ) -> BoxFuture<'a, Result<Outcome, GraphError>> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(&Request { ids })
+                .map_err(|e| GraphError::Call { operation: OPERATION.into(), message: e.to_string() })?;
+            let call = Call {
+                operation: OPERATION,
+                method: Method::POST,
+                url,
+                body: Some(body.into()),
+                limiter: Some(&self.presence_limiter),
+            };
+            RunMetrics::add(&run.metrics.presence_calls, 1);
+            match self.sender.send(&call, run).await {
+                Ok(body) => Ok(read_response(ids, &body, interner).unwrap_or_else(|e| Outcome::failed(ids, &e))),
+                Err(e @ GraphError::Token(_)) => Err(e),
+                Err(e @ GraphError::Status { status: 400, .. }) if ids.len() > 1 => {
+                    tracing::warn!(ids = ids.len(), error = %e, "presence batch refused; bisecting to find the id Graph rejects");
+                    let (left, right) = ids.split_at(ids.len() / 2);
+                    let mut outcome = self.batch(url, left, run, interner).await?;
+                    outcome.merge(self.batch(url, right, run, interner).await?);
+                    Ok(outcome)
+                }
+                Err(e) => {
+                    if ids.len() == 1 {
+                        tracing::debug!(user_id = %ids[0], error = %e, "Graph refused presence for this user");
+                    }
+                    Ok(Outcome::failed(ids, &e))
+                }
+            }
+        })
+    }
+}
+
+/// Matches a response to the ids asked for. Ids Graph left out are unobserved; ids it was not
+/// asked for are ignored.
+fn read_response(ids: &[UserId], body: &[u8], interner: &Interner) -> Result<Outcome, GraphError> {
+    let response: Response<'_> = serde_json::from_slice(body)
+        .map_err(|e| GraphError::Malformed { operation: OPERATION.into(), detail: e.to_string() })?;
+    let mut asked = ids.to_vec();
+    asked.sort_unstable();
+    let mut seen = vec![false; asked.len()];
+    let mut observations = Vec::with_capacity(ids.len());
+    for item in &response.value {
+        let (Ok(user_id), Some(availability)) = (item.id.parse::<UserId>(), item.availability.as_deref()) else {
+            continue;
+        };
+        if let Ok(i) = asked.binary_search(&user_id)
+            && !seen[i]
+        {
+            seen[i] = true;
+            observations.push(Observation { user_id, availability: interner.get(availability) });
+        }
+    }
+    let unobserved: Vec<UserId> = asked.iter().zip(&seen).filter(|(_, s)| !**s).map(|(id, _)| *id).collect();
+    Ok(Outcome { observations, unobserved, failures: Vec::new() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> UserId {
+        UserId::from_u128(n)
+    }
+
+    #[test]
+    fn only_id_and_availability_are_read_and_missing_ids_are_unobserved() {
+        let body = format!(
+            r#"{{"value":[
+                {{"id":"{}","availability":"Busy","activity":"InAMeeting","statusMessage":{{"message":{{"content":"secret plans"}}}},"outOfOfficeSettings":{{"isOutOfOffice":false}},"sequenceNumber":"C123"}},
+                {{"id":"{}","availability":"PresenceUnknown","activity":"PresenceUnknown"}},
+                {{"id":"{}","availability":"Away"}},
+                {{"id":"not-a-guid","availability":"Away"}}
+            ]}}"#,
+            id(1),
+            id(2),
+            id(99)
+        );
+        let interner = Interner::default();
+        let outcome = read_response(&[id(1), id(2), id(3)], body.as_bytes(), &interner).unwrap();
+        let got: Vec<(UserId, &str)> =
+            outcome.observations.iter().map(|o| (o.user_id, o.availability.as_str())).collect();
+        assert_eq!(got, [(id(1), "Busy"), (id(2), "PresenceUnknown")]);
+        assert_eq!(outcome.unobserved, [id(3)]);
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_not_panics() {
+        let interner = Interner::default();
+        for body in [&b"{\"value\":[{\"id\":"[..], b"<html>", b"", b"{\"value\":{}}"] {
+            let err = read_response(&[id(1)], body, &interner).err().expect("error");
+            assert!(err.to_string().contains("not the expected JSON"), "{err}");
+        }
+    }
+}
