@@ -62,9 +62,10 @@ pub struct RunSummary {
     pub users_in_scope: usize,
     pub observed: usize,
     pub unobserved: usize,
-    /// Records this run asked the store to write (first sightings and changes).
+    /// Records this run wrote (first sightings and changes); a repeated slot's existing records are
+    /// counted in `already_recorded` instead.
     pub changes: usize,
-    /// Of `changes`, records a previous attempt at the same slot had already written.
+    /// Records a previous attempt at the same slot had already written (not in `changes`).
     pub already_recorded: usize,
     /// Users who left scope and are no longer tracked.
     pub departed: usize,
@@ -154,7 +155,7 @@ impl PollCycle {
             users_in_scope: membership.users.len(),
             observed: snapshot.observations.len(),
             unobserved: snapshot.unobserved.len(),
-            changes: plan.changes.len(),
+            changes: outcome.written,
             already_recorded: outcome.already_recorded,
             departed: plan.departed.len(),
             unreadable_groups: membership.unreadable_groups.len(),

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod config;
 pub mod cycle;
+pub mod demo;
 pub mod graph;
 pub mod handler;
 pub mod identity;

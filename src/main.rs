@@ -42,6 +42,9 @@ enum Command {
     Check,
     /// Run one poll cycle now, with the same configuration as the served function.
     PollOnce,
+    /// Run the main job locally: the Graph simulator, `handler serve` with the embedded store, and
+    /// timer invocations at an accelerated cadence.
+    Demo(teams_presence::demo::DemoOptions),
     /// Print one user's history, oldest first.
     Export {
         /// The user's Entra object id.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
             Command::Check => check(&cli.settings),
             Command::PollOnce => poll_once(&cli.settings).await,
             Command::Export { user, format } => export(&cli.settings, &user, format).await,
+            Command::Demo(options) => teams_presence::demo::run(&options).await.map_err(Into::into),
         }
     });
     match result {
