@@ -252,3 +252,30 @@ async fn every_host_payload_variant_runs_and_past_due_is_its_own_slot() {
         assert!(line.contains("\"invocation_id\":\"variant-"), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_once_runs_one_cycle_from_the_command_line() {
+    let sim = Simulator::start(SimConfig::standard(300)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("presence.db");
+    let groups: Vec<String> = standard_groups()[..3].iter().map(GroupId::to_string).collect();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_handler"))
+        .args(["poll-once", "--groups", &groups.join(",")])
+        .env_clear()
+        .env("GRAPH_BASE_URL", sim.base_url())
+        .env("IDENTITY_ENDPOINT", sim.identity_endpoint())
+        .env("IDENTITY_HEADER", sim.identity_header())
+        .env("PRESENCE_DB", &db)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("run slot=")).expect("summary line");
+    assert!(line.contains(" users=300 ") && line.contains(" changes=300 "), "{line}");
+    let store = SqliteStore::open(&db).await.unwrap();
+    let user = sim.expected_users(&standard_groups()[..3])[0];
+    let records = store.export_user(user).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].availability.as_str(), sim.truth(&user, sim.current_epoch()).unwrap());
+}

@@ -140,3 +140,23 @@ fn check_prints_the_configuration_without_secrets() {
     assert!(stdout.contains("Cosmos DB https://acct.documents.azure.com/"), "{stdout}");
     assert!(!stdout.contains("c3VwZXItc2VjcmV0") && !stdout.contains("client-secret-value"), "{stdout}");
 }
+
+#[tokio::test]
+async fn port_falls_back_to_the_legacy_http_worker_variable() {
+    let handler =
+        HandlerProcess::start(&env(&[("FUNCTIONS_CUSTOMHANDLER_PORT", ""), ("FUNCTIONS_HTTPWORKER_PORT", "0")]));
+    let body = reqwest::get(handler.url("/")).await.unwrap().text().await.unwrap();
+    assert_eq!(body, "ok");
+}
+
+#[test]
+fn an_unusable_port_is_named_and_the_process_fails() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_handler"))
+        .env_clear()
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "70000")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("FUNCTIONS_CUSTOMHANDLER_PORT is \"70000\": expected a TCP port number"), "{stderr}");
+}
