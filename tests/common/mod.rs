@@ -2,3 +2,6 @@
 #![allow(dead_code)]
 
 pub mod handler_process;
+pub mod ingestion;
+pub mod scripted_tenant;
+pub mod token_endpoint;
