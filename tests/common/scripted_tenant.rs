@@ -115,7 +115,8 @@ impl Tenant for ScriptedTenant {
                     continue;
                 }
                 // Every user changes on each run after the first for even indices only.
-                let value = AVAILABILITIES[(index + if index.is_multiple_of(2) { round } else { 0 }) % AVAILABILITIES.len()];
+                let value =
+                    AVAILABILITIES[(index + if index.is_multiple_of(2) { round } else { 0 }) % AVAILABILITIES.len()];
                 observations.push(Observation { user_id: *user, availability: Availability::from(value) });
             }
         }
