@@ -13,8 +13,9 @@ use teams_presence::app;
 use teams_presence::config::{Config, DEFAULT_LOCAL_PORT, RawSettings, StoreConfig};
 use teams_presence::cycle::RunContext;
 use teams_presence::handler::{self, AppState};
+use teams_presence::identity;
 use teams_presence::model::{ChangeRecord, Slot};
-use teams_presence::telemetry;
+use teams_presence::telemetry::{self, Telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -63,7 +64,7 @@ enum ExportFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
+    let telemetry = telemetry::init(identity::credential);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -71,15 +72,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let served_telemetry = telemetry.clone();
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve { port: None }) {
-            Command::Serve { port } => serve(port, &cli.settings).await,
+            Command::Serve { port } => serve(port, &cli.settings, served_telemetry).await,
             Command::Check => check(&cli.settings),
             Command::PollOnce => poll_once(&cli.settings).await,
             Command::Export { user, format } => export(&cli.settings, &user, format).await,
             Command::Demo(options) => teams_presence::demo::run(&options).await.map_err(Into::into),
         }
     });
+    // Outside the runtime: shutdown blocks while the exporters send what is left.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -104,7 +108,7 @@ fn listen_port(flag: Option<u16>) -> anyhow::Result<u16> {
     Ok(DEFAULT_LOCAL_PORT)
 }
 
-async fn serve(port: Option<u16>, settings: &RawSettings) -> anyhow::Result<()> {
+async fn serve(port: Option<u16>, settings: &RawSettings, telemetry: Telemetry) -> anyhow::Result<()> {
     // Bind first: the host gives up on a handler that does not answer `GET /` within 30 s.
     let port = listen_port(port)?;
     let listener = TcpListener::bind(("127.0.0.1", port))
@@ -117,7 +121,7 @@ async fn serve(port: Option<u16>, settings: &RawSettings) -> anyhow::Result<()> 
     }
     let shutdown = shutdown_signal()?;
     tracing::info!(%address, "listening");
-    handler::serve(listener, Arc::new(AppState::new(config)), shutdown).await?;
+    handler::serve(listener, Arc::new(AppState::new(config).with_telemetry(telemetry)), shutdown).await?;
     tracing::info!("shut down");
     Ok(())
 }

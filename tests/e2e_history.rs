@@ -227,13 +227,24 @@ async fn every_host_payload_variant_runs_and_past_due_is_its_own_slot() {
         assert!(line.starts_with("run slot="), "{line}");
         tenant.sim.advance_epoch();
     }
-    let logs: Vec<String> = tenant.handler.stdout_lines().into_iter().chain(tenant.handler.stderr_lines()).collect();
-    let slots: Vec<String> = logs
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["message"] == "run started")
-        .map(|e| e["slot"].as_str().unwrap().to_string())
-        .collect();
+    // Log lines reach the test through reader threads: wait until the last run's are in.
+    let started_slots = |logs: &[String]| -> Vec<String> {
+        logs.iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["message"] == "run started")
+            .map(|e| e["slot"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (logs, slots) = loop {
+        let logs: Vec<String> =
+            tenant.handler.stdout_lines().into_iter().chain(tenant.handler.stderr_lines()).collect();
+        let slots = started_slots(&logs);
+        if slots.len() >= 6 || std::time::Instant::now() > deadline {
+            break (logs, slots);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(
         slots,
         [

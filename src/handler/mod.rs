@@ -20,11 +20,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, OnceCell};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{error, info, warn};
 
 use crate::app;
 use crate::config::{Config, ConfigError};
 use crate::cycle::{PollCycle, RunContext};
+use crate::telemetry::{FailedStage, Telemetry};
 use invocation::TimerInvocation;
 
 /// The timer function's folder name, which is also its invocation path.
@@ -39,6 +40,7 @@ pub struct AppState {
     cycle: OnceCell<Arc<PollCycle>>,
     /// Runs never overlap inside one process: the host's own lock does not cover manual runs.
     run_lock: Mutex<()>,
+    telemetry: Telemetry,
 }
 
 impl AppState {
@@ -46,7 +48,17 @@ impl AppState {
     /// then shut down. Instead every invocation fails with the configuration error, which ops
     /// see on each failed run.
     pub fn new(config: Result<Config, ConfigError>) -> Self {
-        Self { config: config.map(Arc::new), cycle: OnceCell::new(), run_lock: Mutex::new(()) }
+        Self {
+            config: config.map(Arc::new),
+            cycle: OnceCell::new(),
+            run_lock: Mutex::new(()),
+            telemetry: Telemetry::disabled(),
+        }
+    }
+
+    /// Exports each run's spans and figures and flushes them before the response goes back.
+    pub fn with_telemetry(self, telemetry: Telemetry) -> Self {
+        Self { telemetry, ..self }
     }
 }
 
@@ -93,11 +105,13 @@ async fn timer(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Byt
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map_or_else(|| format!("local-{}", uuid::Uuid::new_v4()), str::to_string);
-    let span = info_span!("run", invocation_id = %invocation_id);
-    run_timer(state, invocation_id, body).instrument(span).await
+    let telemetry = state.telemetry.clone();
+    let work = run_timer(state, invocation_id.clone(), body);
+    telemetry.invocation(&invocation_id, work).await
 }
 
 async fn run_timer(state: Arc<AppState>, invocation_id: String, body: Bytes) -> Response {
+    let started = tokio::time::Instant::now();
     let invocation = match TimerInvocation::parse(&body).and_then(|i| i.slot().map(|s| (i, s))) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -110,6 +124,7 @@ async fn run_timer(state: Arc<AppState>, invocation_id: String, body: Bytes) -> 
         Ok(config) => config.clone(),
         Err(e) => {
             error!(error = %e, "run failed: the configuration is invalid");
+            state.telemetry.record_failed_run(FailedStage::Configuration, None, started.elapsed(), e);
             return invoke_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
@@ -123,18 +138,21 @@ async fn run_timer(state: Arc<AppState>, invocation_id: String, body: Bytes) -> 
         Ok(cycle) => cycle.clone(),
         Err(e) => {
             error!(error = %e, "run failed: could not initialise");
+            state.telemetry.record_failed_run(FailedStage::Initialisation, None, started.elapsed(), &e);
             return invoke_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
     let run = RunContext::new(invocation_id, slot, config.run_deadline);
     match cycle.run(&run).await {
         Ok(summary) => {
+            state.telemetry.record_run(&summary);
             let line = format!("{}{}", summary.line(), if invocation.is_past_due { " past_due=true" } else { "" });
             info!(summary = %line, "run finished");
             invoke_ok(vec![line])
         }
         Err(e) => {
             error!(error = %e, %slot, "run failed");
+            state.telemetry.record_failed_run(FailedStage::Cycle, Some(&run), started.elapsed(), &e);
             invoke_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
     }

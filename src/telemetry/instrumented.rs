@@ -1,0 +1,99 @@
+//! Phase spans around the poll cycle's Graph and store operations, without touching either:
+//! wrappers that implement [`Tenant`] and [`HistoryStore`] by delegating, each call in one span.
+//!
+//! They show how a run's time splits between reading members, reading presence and the store
+//! (App Insights `dependencies` of type `InProc`, children of the run), and they are the parents
+//! of the per-request spans the Graph client and store make with [`super::dependency`]. Counts go
+//! on the spans; ids never do.
+
+use std::fmt::Display;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
+
+use super::dependency::DEPENDENCY_TARGET;
+use crate::cycle::RunContext;
+use crate::graph::{GraphError, Membership, PresenceSnapshot, Tenant};
+use crate::model::{ChangeRecord, GroupId, UserId};
+use crate::store::state::LastKnown;
+use crate::store::{HistoryStore, RecordOutcome, RecordPlan, StoreError};
+
+fn outcome<T, E: Display>(span: &Span, result: &Result<T, E>) {
+    match result {
+        Ok(_) => span.record("otel.status_code", "OK"),
+        Err(e) => span.record("otel.status_description", e.to_string().as_str()),
+    };
+}
+
+/// A [`Tenant`] whose calls are timed as `graph.members` and `graph.presence` spans.
+pub struct InstrumentedTenant(pub Arc<dyn Tenant>);
+
+#[async_trait]
+impl Tenant for InstrumentedTenant {
+    async fn members(&self, groups: &[GroupId], run: &RunContext) -> Result<Membership, GraphError> {
+        let span = tracing::info_span!(target: DEPENDENCY_TARGET, "graph.members",
+            groups = groups.len(), users = Empty, unreadable_groups = Empty,
+            otel.status_code = Empty, otel.status_description = Empty);
+        let result = self.0.members(groups, run).instrument(span.clone()).await;
+        if let Ok(membership) = &result {
+            span.record("users", membership.users.len());
+            span.record("unreadable_groups", membership.unreadable_groups.len());
+        }
+        outcome(&span, &result);
+        result
+    }
+
+    async fn presence(&self, users: &[UserId], run: &RunContext) -> Result<PresenceSnapshot, GraphError> {
+        let span = tracing::info_span!(target: DEPENDENCY_TARGET, "graph.presence",
+            users = users.len(), observed = Empty, unobserved = Empty,
+            otel.status_code = Empty, otel.status_description = Empty);
+        let result = self.0.presence(users, run).instrument(span.clone()).await;
+        if let Ok(snapshot) = &result {
+            span.record("observed", snapshot.observations.len());
+            span.record("unobserved", snapshot.unobserved.len());
+        }
+        outcome(&span, &result);
+        result
+    }
+}
+
+/// A [`HistoryStore`] whose run-time calls are timed as `store.last_known` and `store.record`.
+/// Admin calls (`export_user`) pass through untimed: they are not part of a run.
+pub struct InstrumentedStore(pub Arc<dyn HistoryStore>);
+
+#[async_trait]
+impl HistoryStore for InstrumentedStore {
+    async fn last_known(&self, run: &RunContext) -> Result<Arc<LastKnown>, StoreError> {
+        let span = tracing::info_span!(target: DEPENDENCY_TARGET, "store.last_known",
+            users = Empty, otel.status_code = Empty, otel.status_description = Empty);
+        let result = self.0.last_known(run).instrument(span.clone()).await;
+        if let Ok(known) = &result {
+            span.record("users", known.len());
+        }
+        outcome(&span, &result);
+        result
+    }
+
+    async fn record(&self, run: &RunContext, plan: &RecordPlan) -> Result<RecordOutcome, StoreError> {
+        let span = tracing::info_span!(target: DEPENDENCY_TARGET, "store.record",
+            changes = plan.changes.len(), written = Empty, already_recorded = Empty,
+            otel.status_code = Empty, otel.status_description = Empty);
+        let result = self.0.record(run, plan).instrument(span.clone()).await;
+        if let Ok(done) = &result {
+            span.record("written", done.written);
+            span.record("already_recorded", done.already_recorded);
+        }
+        outcome(&span, &result);
+        result
+    }
+
+    async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {
+        self.0.export_user(user).await
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
