@@ -148,6 +148,8 @@ async fn runs_export_metrics_spans_and_warnings_before_the_invocation_returns() 
         ("presence.run.observed", 1495.0),
         ("presence.run.unobserved", 5.0),
         ("presence.run.changes", 1495.0),
+        ("presence.run.already_recorded", 0.0),
+        ("presence.run.departed", 0.0),
         ("presence.run.unreadable_groups", 1.0),
         ("presence.run.member_pages", 4.0),
         ("presence.run.presence_calls", 5.0),
