@@ -90,6 +90,44 @@ async fn bad_configuration_fails_each_run_on_stderr_with_the_invocation_id() {
     assert!(event["error"].as_str().unwrap().contains("ENTRA_GROUP_IDS"), "{event}");
 }
 
+/// A run that fails (here: the embedded store's path is a directory, so it cannot be opened)
+/// replies 500 with the reason, and writes it to stderr with the invocation id; a run of a working
+/// handler replies 200 with `application/json`, which the host's formatter needs.
+#[tokio::test]
+async fn a_failed_run_replies_500_and_logs_why_and_success_is_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let handler = HandlerProcess::start(&env(&[
+        ("ENTRA_GROUP_IDS", "11111111-1111-4111-8111-111111111111"),
+        ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"),
+        ("IDENTITY_HEADER", "h"),
+        ("PRESENCE_DB", &dir.path().display().to_string()),
+    ]));
+    let body = timer_body("2026-11-22T10:05:00Z", "2026-11-22T10:00:00Z", false, "2026-11-22T10:05:00.012Z");
+    let (status, json) = post(&handler, "/function-timer", "inv-fails", body).await;
+    assert_eq!(status, 500, "{json}");
+    let reason = json["error"].as_str().unwrap();
+    assert!(reason.contains("SQLite store") && reason.contains(&dir.path().display().to_string()), "{json}");
+    let lines = handler.wait_for_stderr("inv-fails");
+    let line = lines.iter().find(|l| l.contains("could not initialise")).expect("the failure on stderr");
+    let event: Value = serde_json::from_str(line).unwrap();
+    assert_eq!((event["level"].as_str(), event["span"]["invocation_id"].as_str()), (Some("ERROR"), Some("inv-fails")));
+
+    let sim =
+        teams_presence::simulator::Simulator::start(teams_presence::simulator::SimConfig::standard(20)).await.unwrap();
+    let group = teams_presence::simulator::standard_groups()[0].to_string();
+    let working = HandlerProcess::start(&env(&[
+        ("ENTRA_GROUP_IDS", &group),
+        ("GRAPH_BASE_URL", &sim.base_url()),
+        ("IDENTITY_ENDPOINT", &sim.identity_endpoint()),
+        ("IDENTITY_HEADER", sim.identity_header()),
+        ("PRESENCE_DB", &dir.path().join("p.db").display().to_string()),
+    ]));
+    let body = timer_body("2026-11-22T10:05:00Z", "2026-11-22T10:00:00Z", false, "2026-11-22T10:05:00.012Z");
+    let response = reqwest::Client::new().post(working.url("/function-timer")).body(body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+}
+
 #[tokio::test]
 async fn sigterm_shuts_down_gracefully() {
     let mut handler = HandlerProcess::start(&env(&[]));

@@ -75,13 +75,16 @@ fn the_packages_hold_exactly_the_deployable_files_with_the_handler_executable() 
 
     let function = entries(&dist.path().join("function-package.zip"));
     let names: Vec<&str> = function.iter().map(|(n, _, _)| n.as_str()).collect();
+    // The script's glob lists function folders in name order; the directory listing may not.
+    let mut functions: Vec<String> = std::fs::read_dir(repo())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("function-"))
+        .map(|name| format!("{name}/function.json"))
+        .collect();
+    functions.sort();
     let mut expected = vec!["handler".to_string(), "host.json".to_string()];
-    for entry in std::fs::read_dir(repo()).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        if name.starts_with("function-") {
-            expected.push(format!("{name}/function.json"));
-        }
-    }
+    expected.extend(functions);
     assert!(expected.contains(&"function-timer/function.json".to_string()));
     assert_eq!(names, expected.iter().map(String::as_str).collect::<Vec<_>>());
     for (name, mode, content) in &function {
