@@ -7,6 +7,7 @@ use crate::cycle::PollCycle;
 use crate::graph::GraphError;
 use crate::graph::client::GraphClient;
 use crate::identity::{self, IdentityError};
+use crate::privacy::Rights;
 use crate::store::{self, HistoryStore, StoreError};
 use crate::telemetry::instrumented::{InstrumentedStore, InstrumentedTenant};
 
@@ -23,12 +24,12 @@ pub enum InitError {
 pub async fn build_cycle(config: &Config) -> Result<PollCycle, InitError> {
     let credential = identity::credential()?;
     let tenant = GraphClient::new(&config.graph, credential.clone())?;
-    let store = store::open(&config.store, config.retention_days, Some(credential)).await?;
+    let store = store::open(&config.store, config.retention(), Some(credential)).await?;
     // The wrappers time each Graph and store phase of a run as a span (exported when App
     // Insights is configured, free otherwise).
     let tenant = Arc::new(InstrumentedTenant(Arc::new(tenant)));
     let store = Arc::new(InstrumentedStore(store));
-    Ok(PollCycle::new(config.groups.clone(), tenant, store))
+    Ok(PollCycle::new(config.groups.clone(), tenant, store).with_privacy(config.subjects.clone(), config.retention()))
 }
 
 /// The store alone, for admin commands; a credential is built only when Cosmos DB needs one.
@@ -37,5 +38,10 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn HistoryStore>, I
         StoreSettings::Cosmos(_) => Some(identity::credential()?),
         StoreSettings::Sqlite { .. } => None,
     };
-    Ok(store::open(&config.store, config.retention_days, credential).await?)
+    Ok(store::open(&config.store, config.retention(), credential).await?)
+}
+
+/// Export and erasure of one person's data, on the configured store.
+pub async fn open_rights(config: &StoreConfig) -> Result<Rights, InitError> {
+    Ok(Rights::new(open_store(config).await?, config.subjects.clone()))
 }

@@ -12,6 +12,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::model::GroupId;
+use crate::privacy::{PseudonymKey, Retention, Subjects};
 
 pub const DEFAULT_GRAPH_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
 pub const DEFAULT_PRESENCE_DB: &str = "presence.db";
@@ -67,6 +68,10 @@ pub struct RawSettings {
     /// Days history is kept.
     #[arg(long, global = true, env = "RETENTION_DAYS")]
     pub retention_days: Option<String>,
+    /// Optional: base64 key (32+ bytes) of the pseudonym mode; user ids are then stored as
+    /// HMAC-SHA256 pseudonyms. Best kept as a Key Vault reference.
+    #[arg(long, global = true, env = "USER_ID_PSEUDONYM_KEY", hide_env_values = true)]
+    pub user_id_pseudonym_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -77,6 +82,7 @@ pub struct Config {
     pub schedule: String,
     pub run_deadline: Duration,
     pub retention_days: u32,
+    pub subjects: Subjects,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -209,6 +215,7 @@ impl fmt::Display for ConfigError {
 pub struct StoreConfig {
     pub store: StoreSettings,
     pub retention_days: u32,
+    pub subjects: Subjects,
 }
 
 impl StoreConfig {
@@ -219,16 +226,27 @@ impl StoreConfig {
             &mut errors,
             parse_number("RETENTION_DAYS", raw.retention_days.as_deref(), DEFAULT_RETENTION_DAYS, 1..=3_650),
         );
-        match (store, retention_days) {
-            (Some(store), Some(retention_days)) if errors.is_empty() => Ok(StoreConfig { store, retention_days }),
+        let subjects = collect(&mut errors, parse_subjects(raw.user_id_pseudonym_key.as_deref()));
+        match (store, retention_days, subjects) {
+            (Some(store), Some(retention_days), Some(subjects)) if errors.is_empty() => {
+                Ok(StoreConfig { store, retention_days, subjects })
+            }
             _ => Err(ConfigError { errors }),
         }
+    }
+
+    pub fn retention(&self) -> Retention {
+        Retention::days(self.retention_days)
     }
 }
 
 impl Config {
     pub fn store_config(&self) -> StoreConfig {
-        StoreConfig { store: self.store.clone(), retention_days: self.retention_days }
+        StoreConfig { store: self.store.clone(), retention_days: self.retention_days, subjects: self.subjects.clone() }
+    }
+
+    pub fn retention(&self) -> Retention {
+        Retention::days(self.retention_days)
     }
 
     pub fn parse(raw: &RawSettings) -> Result<Config, ConfigError> {
@@ -271,6 +289,7 @@ impl Config {
             parse_number("RETENTION_DAYS", raw.retention_days.as_deref(), DEFAULT_RETENTION_DAYS, 1..=3_650),
         );
         let schedule = collect(&mut errors, parse_schedule(raw.poll_schedule.as_deref()));
+        let subjects = collect(&mut errors, parse_subjects(raw.user_id_pseudonym_key.as_deref()));
 
         match (
             groups,
@@ -281,6 +300,7 @@ impl Config {
             presence_calls_per_30s,
             retention_days,
             schedule,
+            subjects,
         ) {
             (
                 Some(groups),
@@ -291,6 +311,7 @@ impl Config {
                 Some(presence_calls_per_30s),
                 Some(retention_days),
                 Some(schedule),
+                Some(subjects),
             ) if errors.is_empty() => Ok(Config {
                 groups,
                 graph: GraphSettings {
@@ -303,6 +324,7 @@ impl Config {
                 schedule,
                 run_deadline: Duration::from_secs(run_deadline),
                 retention_days,
+                subjects,
             }),
             _ => Err(ConfigError { errors }),
         }
@@ -324,7 +346,7 @@ impl Config {
         };
         format!(
             "groups ({}): {}\ngraph: {} (token scope {})\nstore: {}\nschedule: {}\nrun deadline: {} s\n\
-             presence: {} calls in flight, at most {} calls / 30 s\nretention: {} days",
+             presence: {} calls in flight, at most {} calls / 30 s\nretention: {} days\nuser ids stored: {}",
             groups.len(),
             groups.join(", "),
             self.graph.base_url,
@@ -335,7 +357,22 @@ impl Config {
             self.graph.presence_concurrency,
             self.graph.presence_calls_per_30s,
             self.retention_days,
+            if self.subjects.is_pseudonymous() {
+                "as keyed pseudonyms (USER_ID_PSEUDONYM_KEY is set)"
+            } else {
+                "as Entra object ids"
+            },
         )
+    }
+}
+
+/// The pseudonym mode is on when `USER_ID_PSEUDONYM_KEY` is set; the key is never echoed.
+fn parse_subjects(value: Option<&str>) -> Result<Subjects, Vec<SettingError>> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(Subjects::plain()),
+        Some(value) => {
+            PseudonymKey::parse(value).map(Subjects::pseudonymous).map_err(|e| error("USER_ID_PSEUDONYM_KEY", e))
+        }
     }
 }
 

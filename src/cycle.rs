@@ -12,7 +12,8 @@ use tracing::{debug, info};
 
 use crate::graph::{GraphError, Membership, PresenceSnapshot, Tenant};
 use crate::model::{ChangeRecord, GroupId, Slot, UserId};
-use crate::store::{HistoryStore, LastKnown, RecordPlan, StoreError};
+use crate::privacy::{Retention, Subjects};
+use crate::store::{HistoryStore, Known, LastKnown, RecordPlan, StoreError};
 
 /// Everything one run carries through the Graph client and the store.
 #[derive(Clone, Debug)]
@@ -117,11 +118,20 @@ pub struct PollCycle {
     groups: Vec<GroupId>,
     tenant: Arc<dyn Tenant>,
     store: Arc<dyn HistoryStore>,
+    subjects: Subjects,
+    retention: Option<Retention>,
 }
 
 impl PollCycle {
+    /// A cycle that stores object ids as they are and keeps state indefinitely; production adds
+    /// [`PollCycle::with_privacy`].
     pub fn new(groups: Vec<GroupId>, tenant: Arc<dyn Tenant>, store: Arc<dyn HistoryStore>) -> Self {
-        Self { groups, tenant, store }
+        Self { groups, tenant, store, subjects: Subjects::plain(), retention: None }
+    }
+
+    /// How users are identified in storage, and how long what is known about them is kept.
+    pub fn with_privacy(self, subjects: Subjects, retention: Retention) -> Self {
+        Self { subjects, retention: Some(retention), ..self }
     }
 
     pub fn store(&self) -> &Arc<dyn HistoryStore> {
@@ -133,8 +143,11 @@ impl PollCycle {
         let membership = self.tenant.members(&self.groups, run).await?;
         let observed_at = observation_time(Utc::now());
         let snapshot = self.tenant.presence(&membership.users, run).await?;
+        // From here on users are known only by their stored id (a pseudonym in that mode).
+        let (membership, snapshot) = to_stored_ids(&self.subjects, membership, snapshot);
         let last_known = self.store.last_known(run).await?;
-        let plan = plan_changes(&last_known, &membership, &snapshot, observed_at);
+        let expired_before = self.retention.map(|r| r.cutoff(observed_at));
+        let plan = plan_changes(&last_known, &membership, &snapshot, observed_at, expired_before);
         // Released before recording, so the store can advance its state in place without a copy.
         drop(last_known);
         if !membership.unreadable_groups.is_empty() {
@@ -176,6 +189,25 @@ fn observation_time(now: DateTime<Utc>) -> DateTime<Utc> {
     now.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(now)
 }
 
+/// Maps the ids Graph gave to the ids the store keeps; a no-op (and no copy) for plain ids.
+fn to_stored_ids(
+    subjects: &Subjects,
+    mut membership: Membership,
+    mut snapshot: PresenceSnapshot,
+) -> (Membership, PresenceSnapshot) {
+    if subjects.is_pseudonymous() {
+        for user in membership.users.iter_mut().chain(snapshot.unobserved.iter_mut()) {
+            *user = subjects.stored_id(*user);
+        }
+        // Membership is sorted by contract; pseudonyms are not in the same order.
+        membership.users.sort_unstable();
+        for observation in &mut snapshot.observations {
+            observation.user_id = subjects.stored_id(observation.user_id);
+        }
+    }
+    (membership, snapshot)
+}
+
 /// Change detection: what one run must record, given the last-known state and what it saw.
 ///
 /// - A user observed for the first time, or with an availability other than the last recorded
@@ -183,28 +215,41 @@ fn observation_time(now: DateTime<Utc>) -> DateTime<Utc> {
 /// - A user in the state but no longer a member stops being tracked, unless some group could not
 ///   be read: membership is then partly unknown, and unknown is not "left".
 /// - A user without an observation this run changes nothing.
+/// - Retention (`expired_before`): a last-known entry older than the retention period is as good
+///   as unknown, since the record it came from has been deleted. An observed user gets a fresh
+///   record (so the kept history still starts with what they were); one not observed stops being
+///   tracked. Either way nothing older than the retention stays in the state.
 pub fn plan_changes(
     last_known: &LastKnown,
     membership: &Membership,
     snapshot: &PresenceSnapshot,
     observed_at: DateTime<Utc>,
+    expired_before: Option<DateTime<Utc>>,
 ) -> RecordPlan {
     let in_scope = SortedUsers::new(&membership.users);
+    let is_expired = |known: &Known| expired_before.is_some_and(|cutoff| known.at < cutoff);
     let mut recorded: HashSet<UserId> = HashSet::new();
     let changes = snapshot
         .observations
         .iter()
         .filter(|o| in_scope.contains(&o.user_id))
-        .filter(|o| last_known.availability(&o.user_id) != Some(&o.availability))
+        .filter(|o| match last_known.get(&o.user_id) {
+            Some(known) => known.availability != o.availability || is_expired(known),
+            None => true,
+        })
         // One record per user and run: a duplicated observation must not collide on its id.
         .filter(|o| recorded.insert(o.user_id))
         .map(|o| ChangeRecord { user_id: o.user_id, availability: o.availability.clone(), timestamp: observed_at })
         .collect();
-    let mut departed: Vec<UserId> = if membership.unreadable_groups.is_empty() {
-        last_known.users().filter(|u| !in_scope.contains(u)).copied().collect()
-    } else {
-        Vec::new()
-    };
+    let scope_is_known = membership.unreadable_groups.is_empty();
+    let mut departed: Vec<UserId> = last_known
+        .iter()
+        .filter(|(user, known)| {
+            let left = scope_is_known && !in_scope.contains(user);
+            left || (is_expired(known) && !recorded.contains(*user))
+        })
+        .map(|(user, _)| *user)
+        .collect();
     departed.sort_unstable();
     RecordPlan { changes, departed, observed_at }
 }
@@ -237,7 +282,8 @@ mod tests {
     use super::*;
     use crate::graph::GroupProblem;
     use crate::model::{Availability, Observation};
-    use crate::store::{Known, RecordOutcome};
+    use crate::privacy::{AuditEntry, Erasure};
+    use crate::store::RecordOutcome;
 
     /// A tenant whose membership and presence the test sets before each run.
     #[derive(Default)]
@@ -304,6 +350,18 @@ mod tests {
 
         async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {
             Ok(self.state.lock().unwrap().1.iter().filter(|r| r.user_id == user).cloned().collect())
+        }
+
+        async fn erase_user(&self, _run: &RunContext, _user: UserId) -> Result<Erasure, StoreError> {
+            unimplemented!("the cycle never erases")
+        }
+
+        async fn append_audit(&self, _entry: &AuditEntry) -> Result<(), StoreError> {
+            unimplemented!("the cycle never audits")
+        }
+
+        async fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError> {
+            unimplemented!("the cycle never audits")
         }
 
         fn describe(&self) -> String {
@@ -429,7 +487,7 @@ mod tests {
             observations: vec![Observation { user_id: user, availability: "available".into() }],
             ..Default::default()
         };
-        let plan = plan_changes(&state, &membership, &snapshot, DateTime::UNIX_EPOCH);
+        let plan = plan_changes(&state, &membership, &snapshot, DateTime::UNIX_EPOCH, None);
         assert_eq!(plan.changes.len(), 1, "a change of spelling is what Graph said: recorded");
     }
 }

@@ -248,7 +248,7 @@ async fn summarise(
     groups: &[GroupId],
     totals: &Totals,
 ) -> Result<(), DemoError> {
-    let store = SqliteStore::open(&options.db).await.map_err(|e| DemoError::Setup(e.to_string()))?;
+    let store = SqliteStore::open(&options.db, None).await.map_err(|e| DemoError::Setup(e.to_string()))?;
     let mut by_availability: BTreeMap<String, u64> = BTreeMap::new();
     let mut records = 0u64;
     let mut example = None;

@@ -14,8 +14,9 @@ use teams_presence::config::{Config, DEFAULT_LOCAL_PORT, RawSettings, StoreConfi
 use teams_presence::cycle::RunContext;
 use teams_presence::handler::{self, AppState};
 use teams_presence::identity;
-use teams_presence::model::{ChangeRecord, Slot};
-use teams_presence::telemetry::{self, Telemetry};
+use teams_presence::model::{Slot, UserId};
+use teams_presence::privacy;
+use teams_presence::telemetry::{self, Console, Telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -46,13 +47,25 @@ enum Command {
     /// Run the main job locally: the Graph simulator, `handler serve` with the embedded store, and
     /// timer invocations at an accelerated cadence.
     Demo(teams_presence::demo::DemoOptions),
-    /// Print one user's history, oldest first.
+    /// Print one user's history, oldest first (a data-subject access request; audited).
     Export {
         /// The user's Entra object id.
         #[arg(long)]
         user: String,
         #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
         format: ExportFormat,
+    },
+    /// Delete every record and all state of one user (a data-subject erasure request; audited).
+    Erase {
+        /// The user's Entra object id.
+        #[arg(long)]
+        user: String,
+    },
+    /// Print the audit trail of exports and erasures, oldest first.
+    Audit {
+        /// Only the entries about this user (matched by their audit reference, not stored in clear).
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 
@@ -64,7 +77,14 @@ enum ExportFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let telemetry = telemetry::init(identity::credential);
+    let console = match cli.command {
+        None | Some(Command::Serve { .. }) | Some(Command::PollOnce) | Some(Command::Demo(_)) => Console::Host,
+        Some(Command::Check)
+        | Some(Command::Export { .. })
+        | Some(Command::Erase { .. })
+        | Some(Command::Audit { .. }) => Console::Stderr,
+    };
+    let telemetry = telemetry::init(identity::credential, console);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -79,6 +99,8 @@ fn main() -> ExitCode {
             Command::Check => check(&cli.settings),
             Command::PollOnce => poll_once(&cli.settings).await,
             Command::Export { user, format } => export(&cli.settings, &user, format).await,
+            Command::Erase { user } => erase(&cli.settings, &user).await,
+            Command::Audit { user } => audit(&cli.settings, user.as_deref()).await,
             Command::Demo(options) => teams_presence::demo::run(&options).await.map_err(Into::into),
         }
     });
@@ -115,13 +137,13 @@ async fn serve(port: Option<u16>, settings: &RawSettings, telemetry: Telemetry) 
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     let address = listener.local_addr()?;
-    let config = Config::parse(settings);
-    if let Err(e) = &config {
+    let state = AppState::new(settings).with_telemetry(telemetry);
+    if let Some(e) = state.config_error() {
         tracing::error!(error = %e, "configuration is invalid: every run will fail until it is fixed");
     }
     let shutdown = shutdown_signal()?;
     tracing::info!(%address, "listening");
-    handler::serve(listener, Arc::new(AppState::new(config).with_telemetry(telemetry)), shutdown).await?;
+    handler::serve(listener, Arc::new(state), shutdown).await?;
     tracing::info!("shut down");
     Ok(())
 }
@@ -158,40 +180,50 @@ async fn poll_once(settings: &RawSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn cli_user(user: &str) -> anyhow::Result<UserId> {
+    privacy::parse_user_id(user).map_err(|e| anyhow::anyhow!("--user {e}"))
+}
+
+/// An id for the audit trail of a command-line request.
+fn cli_invocation_id() -> String {
+    format!("cli-{}", uuid::Uuid::new_v4())
+}
+
 async fn export(settings: &RawSettings, user: &str, format: ExportFormat) -> anyhow::Result<()> {
-    let user_id = teams_presence::config::parse_guid(user.trim()).ok_or_else(|| {
-        anyhow::anyhow!(
-            "--user {user:?} is not a user object id: expected a GUID such as 6f1c2a3b-0d4e-4f5a-8b6c-7d8e9f0a1b2c"
-        )
-    })?;
-    let config = StoreConfig::parse(settings)?;
-    let store = app::open_store(&config).await?;
-    let records = store.export_user(user_id).await?;
+    let user = cli_user(user)?;
+    let rights = app::open_rights(&StoreConfig::parse(settings)?).await?;
+    let records = rights.export(user, &cli_invocation_id()).await?;
     let mut out = std::io::stdout().lock();
     match format {
         ExportFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?,
-        ExportFormat::Csv => write_csv(&mut out, &records)?,
+        ExportFormat::Csv => write!(out, "{}", privacy::records_csv(&records))?,
     }
     Ok(())
 }
 
-fn write_csv(out: &mut impl Write, records: &[ChangeRecord]) -> std::io::Result<()> {
-    writeln!(out, "userId,availability,timestamp")?;
-    for r in records {
-        let availability = r.availability.as_str();
-        // Graph values are plain words, but an unexpected one must not break the columns.
-        let availability = if availability.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", availability.replace('"', "\"\""))
-        } else {
-            availability.to_string()
-        };
-        writeln!(
-            out,
-            "{},{},{}",
-            r.user_id,
-            availability,
-            r.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        )?;
-    }
+async fn erase(settings: &RawSettings, user: &str) -> anyhow::Result<()> {
+    let user = cli_user(user)?;
+    let rights = app::open_rights(&StoreConfig::parse(settings)?).await?;
+    let erased = rights.erase(user, &cli_invocation_id()).await?;
+    println!(
+        "erased user {user}: {} history records and {} state entries removed (audit reference {})",
+        erased.history_records,
+        erased.state_entries,
+        rights.audit_reference(user)
+    );
+    Ok(())
+}
+
+async fn audit(settings: &RawSettings, user: Option<&str>) -> anyhow::Result<()> {
+    let reference = user.map(cli_user).transpose()?;
+    let rights = app::open_rights(&StoreConfig::parse(settings)?).await?;
+    let reference = reference.map(|u| rights.audit_reference(u));
+    let entries: Vec<_> = rights
+        .audit_trail()
+        .await?
+        .into_iter()
+        .filter(|e| reference.as_ref().is_none_or(|r| &e.subject == r))
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&entries)?);
     Ok(())
 }

@@ -167,6 +167,13 @@ const LOCAL_ONLY: &[(&str, &str)] = &[
     ("AZURE_CLIENT_SECRET", "developer credentials for local runs; never in a deployment"),
 ];
 
+/// Optional settings an admin adds after installation, never the template (which holds no
+/// secrets), each with the reason.
+const ADDED_BY_THE_ADMIN: &[(&str, &str)] = &[(
+    "USER_ID_PSEUDONYM_KEY",
+    "optional pseudonym mode: a secret key, best added as a Key Vault reference (docs/data-handling.md)",
+)];
+
 /// Settings the binary reads that the platform or the Functions host sets, each with the reason.
 const SET_BY_PLATFORM: &[(&str, &str)] = &[
     ("FUNCTIONS_CUSTOMHANDLER_PORT", "the Functions host picks the port and passes it to the handler"),
@@ -241,7 +248,8 @@ fn the_template_sets_exactly_the_settings_the_binary_reads() {
     let read = settings_the_binary_reads();
     assert!(read.contains("LOG_LEVEL"), "the source scan found no env::var literal: {read:?}");
 
-    let excused: BTreeSet<&str> = LOCAL_ONLY.iter().chain(SET_BY_PLATFORM).map(|(n, _)| *n).collect();
+    let excused: BTreeSet<&str> =
+        LOCAL_ONLY.iter().chain(SET_BY_PLATFORM).chain(ADDED_BY_THE_ADMIN).map(|(n, _)| *n).collect();
     let missing: Vec<&String> = read.iter().filter(|n| !set.contains(*n) && !excused.contains(n.as_str())).collect();
     assert!(missing.is_empty(), "the binary reads these settings but the template does not set them: {missing:?}");
 
@@ -249,14 +257,14 @@ fn the_template_sets_exactly_the_settings_the_binary_reads() {
     let unread: Vec<&String> = set.iter().filter(|n| !read.contains(*n) && !host.contains(n.as_str())).collect();
     assert!(unread.is_empty(), "the template sets settings nothing reads: {unread:?}");
 
-    for (name, _) in LOCAL_ONLY {
+    for (name, _) in LOCAL_ONLY.iter().chain(ADDED_BY_THE_ADMIN) {
         assert!(!set.contains(*name), "{name} is local-only and must not be set by the template");
     }
     // The store's local-only settings come from clap: if they vanish, this list is stale.
     for name in ["COSMOS_KEY", "PRESENCE_DB"] {
         assert!(read.contains(name), "{name} is listed as local-only but the binary no longer reads it");
     }
-    let lists = [LOCAL_ONLY, SET_BY_PLATFORM, FOR_HOST_OR_PLATFORM];
+    let lists = [LOCAL_ONLY, SET_BY_PLATFORM, FOR_HOST_OR_PLATFORM, ADDED_BY_THE_ADMIN];
     let all: Vec<&str> = lists.iter().flat_map(|l| l.iter().map(|(n, _)| *n)).collect();
     let distinct: BTreeSet<&str> = all.iter().copied().collect();
     assert_eq!(all.len(), distinct.len(), "a setting is in two lists: {all:?}");
@@ -1110,4 +1118,35 @@ fn everything_under_arm_is_shipped_in_the_application_package() {
     for file in shipped {
         assert!(script.contains(&format!("arm/{file}")), "scripts/package.sh does not ship arm/{file}");
     }
+}
+
+/// `local.settings.json.example` lists every setting the binary reads (the developer credentials
+/// aside: set, even empty, they would change which credential is picked), and its values work
+/// with the Graph simulator's defaults (`graph-sim --port 8089`).
+#[test]
+fn the_local_settings_example_lists_every_setting_with_a_working_value() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("local.settings.json.example");
+    let example: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let values = example["Values"].as_object().unwrap();
+    let platform: BTreeSet<&str> = SET_BY_PLATFORM.iter().map(|(n, _)| *n).collect();
+    for name in settings_the_binary_reads() {
+        if name.starts_with("AZURE_") || (platform.contains(name.as_str()) && !name.starts_with("IDENTITY_")) {
+            continue;
+        }
+        assert!(values.contains_key(&name), "local.settings.json.example lacks {name}");
+    }
+    let command = RawSettings::augment_args(clap::Command::new("x").no_binary_name(true));
+    let mut argv = Vec::new();
+    for arg in command.get_arguments() {
+        let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else { continue };
+        if let Some(value) = values.get(env.to_string_lossy().as_ref()).and_then(Value::as_str) {
+            argv.push(format!("--{long}={value}"));
+        }
+    }
+    let matches = command.try_get_matches_from(argv).unwrap();
+    let raw = RawSettings::from_arg_matches(&matches).unwrap();
+    let config = Config::parse(&raw).expect("the example parses");
+    assert_eq!(config.groups, teams_presence::simulator::standard_groups()[..3].to_vec());
+    let sim = teams_presence::simulator::SimConfig::new(1);
+    assert_eq!(values["IDENTITY_HEADER"], sim.identity_header.as_str(), "the simulator's default header");
 }

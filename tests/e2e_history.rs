@@ -95,7 +95,7 @@ fn expected_history(
 }
 
 async fn recorded_history(tenant: &Tenant, users: &[UserId]) -> HashMap<UserId, Vec<(String, DateTime<Utc>)>> {
-    let store = SqliteStore::open(&tenant.db).await.unwrap();
+    let store = SqliteStore::open(&tenant.db, None).await.unwrap();
     let mut history = HashMap::new();
     for user in users {
         let records = store.export_user(*user).await.unwrap();
@@ -284,7 +284,7 @@ async fn poll_once_runs_one_cycle_from_the_command_line() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().find(|l| l.starts_with("run slot=")).expect("summary line");
     assert!(line.contains(" users=300 ") && line.contains(" changes=300 "), "{line}");
-    let store = SqliteStore::open(&db).await.unwrap();
+    let store = SqliteStore::open(&db, None).await.unwrap();
     let user = sim.expected_users(&standard_groups()[..3])[0];
     let records = store.export_user(user).await.unwrap();
     assert_eq!(records.len(), 1);

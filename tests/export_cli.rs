@@ -10,7 +10,7 @@ use teams_presence::store::HistoryStore;
 use teams_presence::store::sqlite::SqliteStore;
 
 async fn prepare(path: &Path) {
-    let store = SqliteStore::open(path).await.unwrap();
+    let store = SqliteStore::open(path, None).await.unwrap();
     for (run, changes) in
         [(1, vec![(1, "Available"), (2, "Away")]), (2, vec![(1, "Busy, in a call")]), (3, vec![(1, "Offline")])]
     {
@@ -19,11 +19,17 @@ async fn prepare(path: &Path) {
     }
 }
 
+/// The prepared records are from March 2025: a ten-year retention keeps them.
 fn export(db: &Path, args: &[&str]) -> std::process::Output {
+    export_with_retention(db, args, "3650")
+}
+
+fn export_with_retention(db: &Path, args: &[&str], retention_days: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_handler"))
         .arg("export")
         .args(args)
         .env("PRESENCE_DB", db)
+        .env("RETENTION_DAYS", retention_days)
         .env_remove("ENTRA_GROUP_IDS")
         .env_remove("COSMOS_ENDPOINT")
         .env_remove("COSMOS_KEY")
@@ -80,4 +86,16 @@ async fn an_unknown_user_exports_an_empty_list_and_a_bad_id_is_refused() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("\"not-a-guid\"") && stderr.contains("expected a GUID"), "{stderr}");
+}
+
+#[tokio::test]
+async fn records_past_the_retention_are_not_exported_because_they_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("presence.db");
+    prepare(&db).await;
+    let output = export_with_retention(&db, &["--user", &user(1).to_string()], "90");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(), serde_json::json!([]));
+    let file = std::fs::read(&db).unwrap();
+    assert!(!String::from_utf8_lossy(&file).contains(&user(1).to_string()), "deleted from the file on open");
 }

@@ -134,7 +134,7 @@ fn find_timer(data: &serde_json::Map<String, Value>) -> Result<serde_json::Map<S
     })
 }
 
-fn get_ci<'a>(object: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn get_ci<'a>(object: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
     object.get(key).or_else(|| object.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
 }
 

@@ -5,7 +5,9 @@
 //! back. A non-2xx marks the invocation failed and the host drops the body, so failures are also
 //! written to stderr, which the host forwards to Application Insights at Error level.
 
+pub mod http_trigger;
 pub mod invocation;
+mod rights;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,22 +25,31 @@ use tokio::sync::{Mutex, OnceCell};
 use tracing::{error, info, warn};
 
 use crate::app;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, RawSettings, StoreConfig};
 use crate::cycle::{PollCycle, RunContext};
+use crate::privacy::Rights;
 use crate::telemetry::{FailedStage, Telemetry};
 use invocation::TimerInvocation;
 
 /// The timer function's folder name, which is also its invocation path.
 pub const TIMER_FUNCTION: &str = "function-timer";
+/// The HTTP functions of a person's rights (folder names; the host protects them with keys).
+pub const EXPORT_FUNCTION: &str = "function-export";
+pub const ERASE_FUNCTION: &str = "function-erase";
 pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
 /// Timer payloads are a few hundred bytes; anything near this is not from the host.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub struct AppState {
     config: Result<Arc<Config>, ConfigError>,
+    /// What export and erasure need: only the store settings, so that they work even while the
+    /// group list is misconfigured.
+    store_config: Result<StoreConfig, ConfigError>,
     /// Built on the first invocation, so the listener opens before any slow initialisation.
     cycle: OnceCell<Arc<PollCycle>>,
-    /// Runs never overlap inside one process: the host's own lock does not cover manual runs.
+    rights: OnceCell<Arc<Rights>>,
+    /// Runs (and erasures) never overlap inside one process: the host's own lock does not cover
+    /// manual runs or HTTP functions.
     run_lock: Mutex<()>,
     telemetry: Telemetry,
 }
@@ -47,13 +58,19 @@ impl AppState {
     /// A bad configuration does not stop the server: the host would restart it in a loop and
     /// then shut down. Instead every invocation fails with the configuration error, which ops
     /// see on each failed run.
-    pub fn new(config: Result<Config, ConfigError>) -> Self {
+    pub fn new(settings: &RawSettings) -> Self {
         Self {
-            config: config.map(Arc::new),
+            config: Config::parse(settings).map(Arc::new),
+            store_config: StoreConfig::parse(settings),
             cycle: OnceCell::new(),
+            rights: OnceCell::new(),
             run_lock: Mutex::new(()),
             telemetry: Telemetry::disabled(),
         }
+    }
+
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        self.config.as_ref().err()
     }
 
     /// Exports each run's spans and figures and flushes them before the response goes back.
@@ -66,6 +83,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(|| async { "ok" }))
         .route(&format!("/{TIMER_FUNCTION}"), post(timer))
+        .route(&format!("/{EXPORT_FUNCTION}"), post(rights::export))
+        .route(&format!("/{ERASE_FUNCTION}"), post(rights::erase))
         .fallback(unknown_function)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -99,12 +118,17 @@ fn invoke_error(status: StatusCode, message: String) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
-async fn timer(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let invocation_id = headers
+/// The host's invocation id, or a generated one for a caller that is not the host.
+fn invocation_id(headers: &HeaderMap) -> String {
+    headers
         .get(INVOCATION_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(|| format!("local-{}", uuid::Uuid::new_v4()), str::to_string);
+        .map_or_else(|| format!("local-{}", uuid::Uuid::new_v4()), str::to_string)
+}
+
+async fn timer(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let invocation_id = invocation_id(&headers);
     let telemetry = state.telemetry.clone();
     let work = run_timer(state, invocation_id.clone(), body);
     telemetry.invocation(&invocation_id, work).await
@@ -159,7 +183,12 @@ async fn run_timer(state: Arc<AppState>, invocation_id: String, body: Bytes) -> 
 }
 
 async fn unknown_function(uri: axum::http::Uri) -> Response {
-    invoke_error(StatusCode::NOT_FOUND, format!("no function at {uri}: this handler serves POST /{TIMER_FUNCTION}"))
+    invoke_error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no function at {uri}: this handler serves POST /{TIMER_FUNCTION}, /{EXPORT_FUNCTION} and /{ERASE_FUNCTION}"
+        ),
+    )
 }
 
 #[cfg(test)]

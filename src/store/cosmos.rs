@@ -40,8 +40,14 @@ use super::{
 use crate::config::CosmosSettings;
 use crate::cycle::{RunContext, RunMetrics};
 use crate::model::{ChangeRecord, Slot, UserId};
+use crate::privacy::{AuditEntry, Erasure};
 
 const HEAD_ID: &str = "head";
+/// The audit trail of data-subject requests: one small document, appended with `If-Match`
+/// (requests are rare; 2 MB holds about ten thousand entries).
+const AUDIT_ID: &str = "audit";
+/// Attempts at an optimistic update (head or audit) that another writer keeps getting ahead of.
+const OPTIMISTIC_ATTEMPTS: usize = 5;
 
 /// Sizes and thresholds of the state layout. The defaults are what production uses; tests may
 /// shrink them to exercise many shards with few users.
@@ -130,6 +136,17 @@ struct HistoryDoc {
     user_id: String,
     availability: String,
     timestamp: String,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct AuditDoc {
+    id: String,
+    entries: Vec<AuditEntry>,
+}
+
+#[derive(Deserialize)]
+struct IdRow {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -471,6 +488,115 @@ impl CosmosStore {
         }
     }
 
+    /// Deletes every history document of `user` (one partition); returns how many were deleted.
+    async fn delete_history_of(&self, run: &RunContext, user: UserId) -> Result<usize, StoreError> {
+        let partition = user.to_string();
+        let ids: Vec<IdRow> = self
+            .history
+            .query_items::<IdRow>(Query::from("SELECT c.id FROM c"), FeedScope::partition(partition.clone()), None)
+            .await
+            .map_err(|e| cosmos_error("list a user's history for erasure", e))?
+            .try_collect()
+            .await
+            .map_err(|e| cosmos_error("list a user's history for erasure", e))?;
+        let deleted = futures::stream::iter(ids)
+            .map(|row| {
+                let partition = partition.clone();
+                async move {
+                    match self.history.delete_item(partition, &row.id, None).await {
+                        Ok(response) => {
+                            charge(run, &response.diagnostics());
+                            Ok(1)
+                        }
+                        // Gone already (a retried erasure, or the TTL got there first).
+                        Err(e) if e.status().status_code() == StatusCode::NotFound => {
+                            charge_error(run, &e);
+                            Ok(0)
+                        }
+                        Err(e) => {
+                            charge_error(run, &e);
+                            Err(cosmos_error("delete a history record", e))
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(self.tuning.write_concurrency.max(1))
+            .try_collect::<Vec<usize>>()
+            .await?;
+        Ok(deleted.into_iter().sum())
+    }
+
+    /// Removes `user` from the snapshot shards of both banks and from the head's departures, then
+    /// replaces the head so that every warm instance reloads a state without them.
+    async fn erase_from_state(&self, run: &RunContext, user: UserId) -> Result<(), StoreError> {
+        for _ in 0..OPTIMISTIC_ATTEMPTS {
+            let Some((head, etag)) = self.read_head(run).await? else { return Ok(()) };
+            let snap = &head.snap;
+            let other_bank = 1 - snap.bank.min(1);
+            for (bank, shards) in [(snap.bank, snap.shards), (other_bank, snap.other_shards)] {
+                if shards > 0 {
+                    let id = shard_id(bank, u32::try_from(shard_of(&user, shards as usize)).unwrap_or(0));
+                    self.erase_from_shard(run, id, user).await?;
+                }
+            }
+            let mut departures = decode_departures(&head.gone)?;
+            departures.retain(|(u, _)| *u != user);
+            let head = Head { gone: encode_departures(&departures), ..head };
+            if self.write_head(run, &head, Some(&etag)).await?.is_some() {
+                return Ok(());
+            }
+            // A run on another instance advanced the head meanwhile (possibly with a new
+            // snapshot): erase again from what it wrote.
+        }
+        Err(StoreError::Cosmos {
+            operation: "erase a user from the state",
+            message: format!("the state head kept changing during {OPTIMISTIC_ATTEMPTS} attempts; retry the erasure"),
+        })
+    }
+
+    async fn erase_from_shard(&self, run: &RunContext, id: String, user: UserId) -> Result<(), StoreError> {
+        let shard = match self.state.read_item(id.clone(), id.as_str(), None).await {
+            Ok(response) => {
+                charge(run, &response.diagnostics());
+                response.into_model::<ShardDoc>().map_err(|e| corrupt(&format!("snapshot shard {id}"), e))?
+            }
+            Err(e) if e.status().status_code() == StatusCode::NotFound => {
+                charge_error(run, &e);
+                return Ok(());
+            }
+            Err(e) => {
+                charge_error(run, &e);
+                return Err(cosmos_error("read a state snapshot shard", e));
+            }
+        };
+        let Some(shard) = shard_without(&shard, user)? else { return Ok(()) };
+        match self.state.upsert_item(id.clone(), &id, &shard, None).await {
+            Ok(response) => {
+                charge(run, &response.diagnostics());
+                Ok(())
+            }
+            Err(e) => {
+                charge_error(run, &e);
+                Err(cosmos_error("rewrite a state snapshot shard", e))
+            }
+        }
+    }
+
+    async fn read_audit(&self) -> Result<Option<(AuditDoc, Etag)>, StoreError> {
+        match self.state.read_item(AUDIT_ID, AUDIT_ID, None).await {
+            Ok(response) => {
+                let etag = response.headers().etag().cloned().ok_or_else(|| StoreError::Cosmos {
+                    operation: "read the audit trail",
+                    message: "no ETag".into(),
+                })?;
+                let doc: AuditDoc = response.into_model().map_err(|e| corrupt("the audit trail", e))?;
+                Ok(Some((doc, etag)))
+            }
+            Err(e) if e.status().status_code() == StatusCode::NotFound => Ok(None),
+            Err(e) => Err(cosmos_error("read the audit trail", e)),
+        }
+    }
+
     fn snapshot_due(&self, head: &Head, state: &LastKnown, departures: usize, observed_at: DateTime<Utc>) -> bool {
         let threshold = self.tuning.min_records_between_snapshots.max(state.len() as u64);
         let stale = parse_timestamp(&head.snap.through)
@@ -591,9 +717,68 @@ impl HistoryStore for CosmosStore {
         Ok(records)
     }
 
+    async fn erase_user(&self, run: &RunContext, user: UserId) -> Result<Erasure, StoreError> {
+        // Whether the user is tracked is read from the state as runs see it (snapshot plus recent
+        // records), before anything is deleted.
+        let tracked = self.last_known(run).await?.get(&user).is_some();
+        self.set_warm(None);
+        let history_records = self.delete_history_of(run, user).await?;
+        self.erase_from_state(run, user).await?;
+        self.set_warm(None);
+        Ok(Erasure { history_records, state_entries: usize::from(tracked) })
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        for _ in 0..OPTIMISTIC_ATTEMPTS {
+            let (mut doc, etag) = match self.read_audit().await? {
+                Some((doc, etag)) => (doc, Some(etag)),
+                None => (AuditDoc { id: AUDIT_ID.into(), entries: Vec::new() }, None),
+            };
+            doc.entries.push(entry.clone());
+            let result = match etag {
+                Some(etag) => {
+                    let options = ItemWriteOptions::default().with_precondition(Precondition::if_match(etag));
+                    self.state.replace_item(AUDIT_ID, AUDIT_ID, &doc, Some(options)).await
+                }
+                None => self.state.create_item(AUDIT_ID, AUDIT_ID, &doc, None).await,
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if matches!(e.status().status_code(), StatusCode::PreconditionFailed | StatusCode::Conflict) => {
+                }
+                Err(e) => return Err(cosmos_error("append to the audit trail", e)),
+            }
+        }
+        Err(StoreError::Cosmos {
+            operation: "append to the audit trail",
+            message: format!("another writer got ahead {OPTIMISTIC_ATTEMPTS} times; retry"),
+        })
+    }
+
+    async fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut entries = self.read_audit().await?.map(|(doc, _)| doc.entries).unwrap_or_default();
+        entries.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        Ok(entries)
+    }
+
     fn describe(&self) -> String {
         self.description.clone()
     }
+}
+
+/// `shard` without the entry of `user`, or `None` when it has none.
+fn shard_without(shard: &ShardDoc, user: UserId) -> Result<Option<ShardDoc>, StoreError> {
+    let bad = |message: String| StoreError::Corrupt { what: format!("snapshot shard {}", shard.id), message };
+    let bytes = BASE64.decode(&shard.data).map_err(|e| bad(e.to_string()))?;
+    if bytes.len() % SHARD_ENTRY != 0 {
+        return Err(bad(format!("{} bytes is not a whole number of {SHARD_ENTRY}-byte entries", bytes.len())));
+    }
+    let kept: Vec<u8> =
+        bytes.chunks_exact(SHARD_ENTRY).filter(|entry| entry[..16] != user.as_bytes()[..]).flatten().copied().collect();
+    if kept.len() == bytes.len() {
+        return Ok(None);
+    }
+    Ok(Some(ShardDoc { id: shard.id.clone(), values: shard.values.clone(), data: BASE64.encode(kept) }))
 }
 
 fn shard_id(bank: u8, index: u32) -> String {

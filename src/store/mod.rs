@@ -18,6 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::config::StoreSettings;
 use crate::cycle::RunContext;
 use crate::model::{ChangeRecord, Slot, UserId};
+use crate::privacy::{AuditEntry, Erasure, Retention};
 pub use state::{Known, LastKnown};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,22 +75,34 @@ pub trait HistoryStore: Send + Sync {
     /// One user's records, oldest first.
     async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError>;
 
+    /// Deletes every history record and the last-known state of `user`. Another instance's
+    /// in-memory state is invalidated too, so nothing of the user is written back from memory;
+    /// a later run records them again only if they are still in scope.
+    async fn erase_user(&self, run: &RunContext, user: UserId) -> Result<Erasure, StoreError>;
+
+    /// Appends one entry to the audit trail of data-subject requests (kept beyond retention).
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The audit trail, oldest first.
+    async fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError>;
+
     /// Human-readable description of where the data is, for `check` and the demo summary.
     fn describe(&self) -> String;
 }
 
 /// Opens the configured store. `credential` is the managed identity shared with Graph; Cosmos DB
 /// needs it unless an emulator key is configured.
+///
+/// Retention: the embedded store deletes records past `retention` itself (on open and on every
+/// run); Cosmos DB expires them through the history container's default TTL, which the
+/// deployment template sets from the same setting.
 pub async fn open(
     settings: &StoreSettings,
-    _retention_days: u32,
+    retention: Retention,
     credential: Option<Arc<dyn TokenCredential>>,
 ) -> Result<Arc<dyn HistoryStore>, StoreError> {
-    // Retention (the Cosmos container TTL and the SQLite purge) belongs to the privacy work; the
-    // layout already allows it: history is partitioned by user and state entries carry their
-    // timestamp.
     match settings {
-        StoreSettings::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreSettings::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path, Some(retention)).await?)),
         StoreSettings::Cosmos(cosmos) => Ok(Arc::new(cosmos::CosmosStore::connect(cosmos, credential).await?)),
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use tracing::debug;
 
@@ -17,6 +18,7 @@ use super::{
 };
 use crate::cycle::RunContext;
 use crate::model::{ChangeRecord, Slot, UserId};
+use crate::privacy::{AuditEntry, AuditOperation, Erasure, Retention};
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS history (
@@ -26,12 +28,22 @@ const SCHEMA: &str = "
         timestamp TEXT NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS history_by_user ON history (user_id, timestamp);
+    CREATE INDEX IF NOT EXISTS history_by_time ON history (timestamp);
     CREATE TABLE IF NOT EXISTS last_known (
         user_id TEXT PRIMARY KEY,
         availability TEXT NOT NULL,
         timestamp TEXT NOT NULL
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS audit (
+        id TEXT PRIMARY KEY,
+        operation TEXT NOT NULL,
+        at TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        records INTEGER NOT NULL,
+        state_entries INTEGER NOT NULL,
+        invocation_id TEXT NOT NULL
+    ) WITHOUT ROWID;
     INSERT OR IGNORE INTO meta (key, value) VALUES ('state_version', 0);
 ";
 
@@ -40,6 +52,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStore {
     path: PathBuf,
+    /// Records past it are deleted on open and by every run; `None` keeps everything.
+    retention: Option<Retention>,
     conn: Arc<Mutex<Connection>>,
     /// The state as of `state_version`; another process writing the same file bumps the version.
     cache: Mutex<Option<Cached>>,
@@ -56,17 +70,27 @@ struct Applied {
     entries: Vec<(UserId, Known)>,
     version_before: i64,
     version_after: i64,
+    /// State rows past retention were deleted: the in-memory copy is reloaded rather than patched.
+    state_purged: bool,
 }
 
 impl SqliteStore {
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+    pub async fn open(path: &Path, retention: Option<Retention>) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let opened = path.clone();
-        let conn = tokio::task::spawn_blocking(move || open_connection(&opened))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("SQLite open task failed: {e}")))?
-            .map_err(|e| sqlite_error(&path, e))?;
-        Ok(Self { path, conn: Arc::new(Mutex::new(conn)), cache: Mutex::new(None) })
+        let conn = tokio::task::spawn_blocking(move || {
+            let mut conn = open_connection(&opened)?;
+            // A file that saw no run for a while (a local copy, an export after downtime) must
+            // not hand out records past retention either.
+            if let Some(retention) = retention {
+                purge(&mut conn, retention.cutoff(Utc::now()))?;
+            }
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("SQLite open task failed: {e}")))?
+        .map_err(|e| sqlite_error(&path, e))?;
+        Ok(Self { path, retention, conn: Arc::new(Mutex::new(conn)), cache: Mutex::new(None) })
     }
 
     pub fn path(&self) -> &Path {
@@ -104,7 +128,7 @@ impl SqliteStore {
     fn follow(&self, applied: Applied, plan: &RecordPlan) {
         let Ok(mut guard) = self.cache.lock() else { return };
         match guard.take() {
-            Some(mut cached) if cached.version == applied.version_before => {
+            Some(mut cached) if cached.version == applied.version_before && !applied.state_purged => {
                 let state = Arc::make_mut(&mut cached.state);
                 for (user, known) in applied.entries {
                     state.merge(user, known);
@@ -126,6 +150,8 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // WAL with NORMAL survives process crashes; only an OS crash can lose the last commits.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Deleted rows (erasure, retention) are overwritten, not left in free pages of the file.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
 }
@@ -134,8 +160,64 @@ fn sqlite_error(path: &Path, e: rusqlite::Error) -> StoreError {
     StoreError::Sqlite { path: path.display().to_string(), message: e.to_string() }
 }
 
+/// Deletes history and state past `cutoff`; removing state bumps the state version so that
+/// in-memory copies reload.
+fn purge(conn: &mut Connection, cutoff: DateTime<Utc>) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let purged = purge_in(&tx, cutoff)?;
+    tx.commit()?;
+    if purged.any() {
+        checkpoint(conn)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Purged {
+    history: usize,
+    state: usize,
+}
+
+impl Purged {
+    fn any(&self) -> bool {
+        self.history + self.state > 0
+    }
+}
+
+/// The write-ahead log still holds pages as they were before a delete; this folds it into the
+/// database (where `secure_delete` zeroed the deleted rows) and empties it, so that no copy of
+/// deleted rows remains. A reader in another process can make it incomplete (it never blocks
+/// past the busy timeout); the next checkpoint then finishes the job.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+}
+
+fn purge_in(tx: &rusqlite::Transaction<'_>, cutoff: DateTime<Utc>) -> rusqlite::Result<Purged> {
+    let cutoff = format_timestamp(cutoff);
+    let history = tx.prepare_cached("DELETE FROM history WHERE timestamp < ?1")?.execute([&cutoff])?;
+    let state = tx.prepare_cached("DELETE FROM last_known WHERE timestamp < ?1")?.execute([&cutoff])?;
+    if state > 0 {
+        bump_version(tx)?;
+    }
+    if history + state > 0 {
+        debug!(history, state, "deleted records past retention");
+    }
+    Ok(Purged { history, state })
+}
+
+fn bump_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("UPDATE meta SET value = value + 1 WHERE key = 'state_version' RETURNING value", [], |r| r.get(0))
+}
+
 fn read_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT value FROM meta WHERE key = 'state_version'", [], |row| row.get(0))
+}
+
+fn parse_operation(text: &str) -> Result<AuditOperation, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|e| StoreError::Corrupt {
+        what: format!("audit operation {text:?}"),
+        message: format!("{e}: expected export or erase"),
+    })
 }
 
 fn parse_user(text: &str) -> Result<UserId, StoreError> {
@@ -159,7 +241,12 @@ fn load_state(conn: &Connection) -> Result<(i64, LastKnown), Failure> {
     Ok((version, state))
 }
 
-fn apply_plan(conn: &mut Connection, slot: Slot, plan: &RecordPlan) -> Result<Applied, Failure> {
+fn apply_plan(
+    conn: &mut Connection,
+    slot: Slot,
+    plan: &RecordPlan,
+    retention: Option<Retention>,
+) -> Result<Applied, Failure> {
     let tx = conn.transaction()?;
     let version_before = read_version(&tx)?;
     let mut outcome = RecordOutcome::default();
@@ -200,12 +287,30 @@ fn apply_plan(conn: &mut Connection, slot: Slot, plan: &RecordPlan) -> Result<Ap
             depart.execute(params![user.to_string(), departed_at])?;
         }
     }
-    let version_after: i64 =
-        tx.query_row("UPDATE meta SET value = value + 1 WHERE key = 'state_version' RETURNING value", [], |r| {
-            r.get(0)
-        })?;
+    // The cycle already stops tracking users whose state is past retention, so purging state
+    // here normally finds nothing; when it does, the in-memory copy is reloaded.
+    let purged = match retention {
+        Some(retention) => purge_in(&tx, retention.cutoff(plan.observed_at))?,
+        None => Purged::default(),
+    };
+    let version_after = bump_version(&tx)?;
     tx.commit()?;
-    Ok(Applied { outcome, entries, version_before, version_after })
+    if purged.any() {
+        checkpoint(conn)?;
+    }
+    Ok(Applied { outcome, entries, version_before, version_after, state_purged: purged.state > 0 })
+}
+
+fn erase(conn: &mut Connection, user: UserId) -> rusqlite::Result<Erasure> {
+    let tx = conn.transaction()?;
+    let user = user.to_string();
+    let history_records = tx.execute("DELETE FROM history WHERE user_id = ?1", [&user])?;
+    let state_entries = tx.execute("DELETE FROM last_known WHERE user_id = ?1", [&user])?;
+    // Another process holding this user in memory reloads before its next write.
+    bump_version(&tx)?;
+    tx.commit()?;
+    checkpoint(conn)?;
+    Ok(Erasure { history_records, state_entries })
 }
 
 /// A failure inside a blocking SQLite call: a statement failed, or a stored value is malformed.
@@ -257,7 +362,9 @@ impl HistoryStore for SqliteStore {
         let slot = run.slot;
         let path = self.path.clone();
         let owned = plan.clone();
-        let applied = self.blocking(move |conn| apply_plan(conn, slot, &owned).map_err(|e| e.at(&path))).await;
+        let retention = self.retention;
+        let applied =
+            self.blocking(move |conn| apply_plan(conn, slot, &owned, retention).map_err(|e| e.at(&path))).await;
         let applied = match applied {
             Ok(applied) => applied,
             Err(e) => {
@@ -291,6 +398,67 @@ impl HistoryStore for SqliteStore {
                         user_id: user,
                         availability: availability.as_str().into(),
                         timestamp: parse_timestamp(&at)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn erase_user(&self, _run: &RunContext, user: UserId) -> Result<Erasure, StoreError> {
+        let path = self.path.clone();
+        let erased = self.blocking(move |conn| erase(conn, user).map_err(|e| sqlite_error(&path, e))).await;
+        self.set_cache(None);
+        erased
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let entry = entry.clone();
+        self.blocking(move |conn| {
+            conn.execute(
+                "INSERT INTO audit (id, operation, at, subject, records, state_entries, invocation_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    entry.id,
+                    entry.operation.as_str(),
+                    format_timestamp(entry.at),
+                    entry.subject,
+                    entry.records as i64,
+                    entry.state_entries as i64,
+                    entry.invocation_id
+                ],
+            )
+            .map(drop)
+            .map_err(|e| sqlite_error(&path, e))
+        })
+        .await
+    }
+
+    async fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let path = self.path.clone();
+        self.blocking(move |conn| {
+            let rows: Vec<(String, String, String, String, i64, i64, String)> = conn
+                .prepare_cached(
+                    "SELECT id, operation, at, subject, records, state_entries, invocation_id FROM audit ORDER BY at, id",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                    })?
+                    .collect::<Result<_, _>>()
+                })
+                .map_err(|e| sqlite_error(&path, e))?;
+            rows.into_iter()
+                .map(|(id, operation, at, subject, records, state_entries, invocation_id)| {
+                    Ok(AuditEntry {
+                        operation: parse_operation(&operation)?,
+                        at: parse_timestamp(&at)?,
+                        id,
+                        subject,
+                        records: usize::try_from(records).unwrap_or(0),
+                        state_entries: usize::try_from(state_entries).unwrap_or(0),
+                        invocation_id,
                     })
                 })
                 .collect()

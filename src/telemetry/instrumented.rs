@@ -17,6 +17,7 @@ use super::dependency::DEPENDENCY_TARGET;
 use crate::cycle::RunContext;
 use crate::graph::{GraphError, Membership, PresenceSnapshot, Tenant};
 use crate::model::{ChangeRecord, GroupId, UserId};
+use crate::privacy::{AuditEntry, Erasure};
 use crate::store::state::LastKnown;
 use crate::store::{HistoryStore, RecordOutcome, RecordPlan, StoreError};
 
@@ -60,7 +61,7 @@ impl Tenant for InstrumentedTenant {
 }
 
 /// A [`HistoryStore`] whose run-time calls are timed as `store.last_known` and `store.record`.
-/// Admin calls (`export_user`) pass through untimed: they are not part of a run.
+/// Admin calls (export, erasure, audit) pass through untimed: they are not part of a run.
 pub struct InstrumentedStore(pub Arc<dyn HistoryStore>);
 
 #[async_trait]
@@ -91,6 +92,18 @@ impl HistoryStore for InstrumentedStore {
 
     async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {
         self.0.export_user(user).await
+    }
+
+    async fn erase_user(&self, run: &RunContext, user: UserId) -> Result<Erasure, StoreError> {
+        self.0.erase_user(run, user).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.0.append_audit(entry).await
+    }
+
+    async fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.0.audit_trail().await
     }
 
     fn describe(&self) -> String {

@@ -40,7 +40,7 @@ use tracing::{Instrument, Level, Metadata, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::writer::MakeWriterExt;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
 
@@ -282,7 +282,19 @@ pub fn console_filter() -> (EnvFilter, Option<String>) {
 /// Sets up logging for the process (warnings and errors to stderr, the rest to stdout) and, when
 /// the App Insights settings ask for it, export. Problems with those settings are logged as
 /// errors and leave the console logging working: telemetry must never stop the poller.
-pub fn init<E: Display>(credential: impl FnOnce() -> Result<Arc<dyn TokenCredential>, E>) -> Telemetry {
+/// Where console log lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Console {
+    /// Under the Functions host: warnings and errors to stderr, the rest to stdout.
+    Host,
+    /// A command whose stdout is its result (an export, the audit trail): every line to stderr.
+    Stderr,
+}
+
+pub fn init<E: Display>(
+    credential: impl FnOnce() -> Result<Arc<dyn TokenCredential>, E>,
+    console: Console,
+) -> Telemetry {
     let (filter, filter_problem) = console_filter();
     let (telemetry, export_problem) = match ExportSettings::from_env() {
         Ok(None) => (Telemetry::disabled(), None),
@@ -292,7 +304,11 @@ pub fn init<E: Display>(credential: impl FnOnce() -> Result<Arc<dyn TokenCredent
         },
         Err(e) => (Telemetry::disabled(), Some(e.into())),
     };
-    let writer = std::io::stderr.with_max_level(Level::WARN).or_else(std::io::stdout);
+    let info_to = match console {
+        Console::Host => BoxMakeWriter::new(std::io::stdout),
+        Console::Stderr => BoxMakeWriter::new(std::io::stderr),
+    };
+    let writer = std::io::stderr.with_max_level(Level::WARN).or_else(info_to);
     let _ = tracing::subscriber::set_global_default(telemetry.subscriber(filter, writer));
     if let Some(problem) = filter_problem {
         tracing::warn!("{problem}");

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use teams_presence::cycle::{RunContext, RunMetrics};
 use teams_presence::graph::{GraphError, GroupProblem, Membership, PresenceSnapshot, Tenant};
 use teams_presence::model::{Availability, ChangeRecord, GroupId, Observation, UserId};
+use teams_presence::privacy::{AuditEntry, Erasure};
 use teams_presence::store::state::{Known, LastKnown};
 use teams_presence::store::{HistoryStore, RecordOutcome, RecordPlan, StoreError};
 use teams_presence::telemetry::dependency;
@@ -131,6 +132,7 @@ impl Tenant for ScriptedTenant {
 pub struct MemoryStore {
     last: Mutex<LastKnown>,
     pub records: Mutex<Vec<ChangeRecord>>,
+    audit: Mutex<Vec<AuditEntry>>,
 }
 
 pub const RU_PER_WRITE: f64 = 6.29;
@@ -163,6 +165,23 @@ impl HistoryStore for MemoryStore {
 
     async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {
         Ok(self.records.lock().unwrap().iter().filter(|r| r.user_id == user).cloned().collect())
+    }
+
+    async fn erase_user(&self, _run: &RunContext, user: UserId) -> Result<Erasure, StoreError> {
+        let mut records = self.records.lock().unwrap();
+        let before = records.len();
+        records.retain(|r| r.user_id != user);
+        let state_entries = usize::from(self.last.lock().unwrap().remove(&user).is_some());
+        Ok(Erasure { history_records: before - records.len(), state_entries })
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.audit.lock().unwrap().push(entry.clone());
+        Ok(())
+    }
+
+    async fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self.audit.lock().unwrap().clone())
     }
 
     fn describe(&self) -> String {

@@ -15,6 +15,9 @@ use teams_presence::store::{HistoryStore, LastKnown, RecordPlan};
 pub trait Backend: Send + Sync {
     /// A new store instance over the backend's data, as a freshly started process opens it.
     async fn open(&self) -> Arc<dyn HistoryStore>;
+
+    /// All the backend holds (files, documents, decoded binary fields).
+    async fn stored_bytes(&self) -> StoredBytes;
 }
 
 pub fn slot(run: i64) -> Slot {
@@ -186,4 +189,79 @@ pub async fn state_matches_a_model_over_many_runs(backend: impl Backend, users: 
         total += warm.export_user(user(u)).await.unwrap().len();
     }
     assert_eq!(total, expected_records);
+}
+
+/// Erasure removes the user from history and from every piece of state, in this instance, in a
+/// warm instance that held them in memory, and in storage itself; everyone else is untouched.
+pub async fn erasure_leaves_nothing_of_the_user(backend: impl Backend) {
+    let store = backend.open().await;
+    let values = ["Available", "Away", "Busy"];
+    let mut expected_records = 0;
+    for run in 1..=12i64 {
+        // Everyone changes every run, so (with small shards) snapshots are written to both banks;
+        // user 7 also leaves at run 5 and comes back at run 6, so they are in the departures too.
+        let changes: Vec<(u128, &str)> = (0..40u128)
+            .filter(|&u| !(u == 7 && run == 5))
+            .map(|u| (u, values[((u as i64 + run) % 3) as usize]))
+            .collect();
+        expected_records += usize::from(run != 5);
+        let departed: &[u128] = if run == 5 { &[7] } else { &[] };
+        store.last_known(&run_context(run)).await.unwrap();
+        store.record(&run_context(run), &plan(run, &changes, departed)).await.unwrap();
+    }
+    let warm_elsewhere = backend.open().await;
+    assert!(warm_elsewhere.last_known(&run_context(13)).await.unwrap().get(&user(7)).is_some());
+    let neighbour_before = history(&*store, 8).await;
+    assert!(backend.stored_bytes().await.contains_user(user(7)), "the check below is not vacuous");
+
+    let erased = store.erase_user(&run_context(13), user(7)).await.unwrap();
+    assert_eq!((erased.history_records, erased.state_entries), (expected_records, 1));
+
+    assert!(store.export_user(user(7)).await.unwrap().is_empty());
+    assert_eq!(availability(&*store, 13, 7).await, None, "this instance");
+    assert_eq!(availability(&*warm_elsewhere, 13, 7).await, None, "a warm instance reloads");
+    assert_eq!(availability(&*backend.open().await, 13, 7).await, None, "a cold instance");
+    assert!(!backend.stored_bytes().await.contains_user(user(7)), "the id is nowhere in storage");
+    assert_eq!(history(&*store, 8).await, neighbour_before, "other users keep their history");
+    assert_eq!(availability(&*backend.open().await, 13, 8).await.as_deref(), Some(values[((8 + 12) % 3) as usize]));
+
+    let again = store.erase_user(&run_context(13), user(7)).await.unwrap();
+    assert_eq!((again.history_records, again.state_entries), (0, 0), "a repeated erasure is harmless");
+    // A later run that still sees the user records them as a first sighting.
+    warm_elsewhere.last_known(&run_context(14)).await.unwrap();
+    let outcome = warm_elsewhere.record(&run_context(14), &plan(14, &[(7, "Away")], &[])).await.unwrap();
+    assert_eq!(outcome.written, 1);
+    assert_eq!(history(&*store, 7).await, [("Away".into(), observed(14))]);
+}
+
+pub async fn the_audit_trail_is_kept_in_order(backend: impl Backend) {
+    use teams_presence::privacy::{AuditEntry, AuditOperation};
+    let store = backend.open().await;
+    let entry = |n: i64, operation| AuditEntry {
+        id: format!("00000000-0000-4000-8000-00000000000{n}"),
+        operation,
+        at: observed(n),
+        subject: format!("{n:032x}"),
+        records: n as usize * 10,
+        state_entries: 1,
+        invocation_id: format!("inv-{n}"),
+    };
+    store.append_audit(&entry(2, AuditOperation::Erase)).await.unwrap();
+    store.append_audit(&entry(1, AuditOperation::Export)).await.unwrap();
+    assert_eq!(
+        backend.open().await.audit_trail().await.unwrap(),
+        [entry(1, AuditOperation::Export), entry(2, AuditOperation::Erase)]
+    );
+}
+
+/// Everything a backend stores, as bytes, to search for traces of a person.
+pub struct StoredBytes(pub Vec<u8>);
+
+impl StoredBytes {
+    /// The id as text (any case, with or without hyphens) or as its 16 raw bytes.
+    pub fn contains_user(&self, id: UserId) -> bool {
+        let text = String::from_utf8_lossy(&self.0).to_ascii_lowercase();
+        let forms = [id.hyphenated().to_string(), id.simple().to_string()];
+        forms.iter().any(|f| text.contains(f.as_str())) || self.0.windows(16).any(|w| w == id.as_bytes())
+    }
 }
