@@ -68,7 +68,8 @@ pub struct RunSummary {
     pub changes: usize,
     /// Records a previous attempt at the same slot had already written (not in `changes`).
     pub already_recorded: usize,
-    /// Users who left scope and are no longer tracked.
+    /// Users no longer tracked: they left scope, or their last record is past retention and they
+    /// were not observed.
     pub departed: usize,
     pub unreadable_groups: usize,
     pub member_pages: u64,

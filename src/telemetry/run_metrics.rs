@@ -110,7 +110,7 @@ pub const FIGURES: &[Figure] = &[
     Figure {
         name: "presence.run.departed",
         unit: "{user}",
-        description: "Users who left the configured groups and are no longer tracked",
+        description: "Users no longer tracked: left the configured groups, or past retention unobserved",
         summary_field: "departed",
         from_summary: |s| s.departed as f64,
         from_counters: None,
