@@ -173,8 +173,7 @@ async fn poll_once(settings: &RawSettings) -> anyhow::Result<()> {
     let cycle = app::build_cycle(&config).await?;
     let now = Utc::now();
     let slot = Slot::new(now.with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(now));
-    let run =
-        RunContext::new(format!("cli-{}", uuid::Uuid::new_v4()), slot, config.run_deadline.max(Duration::from_secs(1)));
+    let run = RunContext::new(cli_invocation_id(), slot, config.run_deadline.max(Duration::from_secs(1)));
     let summary = cycle.run(&run).await?;
     println!("{}", summary.line());
     Ok(())
@@ -184,7 +183,7 @@ fn cli_user(user: &str) -> anyhow::Result<UserId> {
     privacy::parse_user_id(user).map_err(|e| anyhow::anyhow!("--user {e}"))
 }
 
-/// An id for the audit trail of a command-line request.
+/// An invocation id for a command-line run or request (logs, the audit trail).
 fn cli_invocation_id() -> String {
     format!("cli-{}", uuid::Uuid::new_v4())
 }

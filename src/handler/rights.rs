@@ -66,14 +66,18 @@ async fn handle(state: Arc<AppState>, invocation_id: String, body: Bytes, reques
     let _guard = state.run_lock.lock().await;
     match request {
         Request::Export => match rights.export(user, &invocation_id).await {
-            Ok(records) if format == Format::Csv => {
-                let logs = vec![format!("export records={}", records.len())];
-                ok(http_trigger::response(200, "text/csv; charset=utf-8", privacy::records_csv(&records), logs))
-            }
             Ok(records) => {
                 let logs = vec![format!("export records={}", records.len())];
-                let body = json!({ "userId": user, "exported": records.len(), "records": records });
-                ok(http_trigger::json_response(200, &body, logs))
+                ok(match format {
+                    Format::Csv => {
+                        http_trigger::response(200, "text/csv; charset=utf-8", privacy::records_csv(&records), logs)
+                    }
+                    Format::Json => http_trigger::json_response(
+                        200,
+                        &json!({ "userId": user, "exported": records.len(), "records": records }),
+                        logs,
+                    ),
+                })
             }
             Err(e) => failed("export", &e),
         },

@@ -283,13 +283,42 @@ impl CosmosStore {
         Ok(state)
     }
 
+    /// A shard the head names must exist: its absence is corruption, not an empty shard.
     async fn read_shard(&self, run: &RunContext, id: String) -> Result<ShardDoc, StoreError> {
-        let response = self.state.read_item(id.clone(), id.as_str(), None).await.map_err(|e| {
-            charge_error(run, &e);
-            cosmos_error("read a state snapshot shard", e)
-        })?;
-        charge(run, &response.diagnostics());
-        response.into_model().map_err(|e| corrupt(&format!("snapshot shard {id}"), e))
+        self.read_shard_if_any(run, &id).await?.ok_or_else(|| StoreError::Corrupt {
+            what: format!("snapshot shard {id}"),
+            message: "the state head names it, but it does not exist".into(),
+        })
+    }
+
+    async fn read_shard_if_any(&self, run: &RunContext, id: &str) -> Result<Option<ShardDoc>, StoreError> {
+        match self.state.read_item(id.to_string(), id, None).await {
+            Ok(response) => {
+                charge(run, &response.diagnostics());
+                response.into_model().map(Some).map_err(|e| corrupt(&format!("snapshot shard {id}"), e))
+            }
+            Err(e) if e.status().status_code() == StatusCode::NotFound => {
+                charge_error(run, &e);
+                Ok(None)
+            }
+            Err(e) => {
+                charge_error(run, &e);
+                Err(cosmos_error("read a state snapshot shard", e))
+            }
+        }
+    }
+
+    async fn upsert_shard(&self, run: &RunContext, shard: &ShardDoc) -> Result<(), StoreError> {
+        match self.state.upsert_item(shard.id.clone(), &shard.id, shard, None).await {
+            Ok(response) => {
+                charge(run, &response.diagnostics());
+                Ok(())
+            }
+            Err(e) => {
+                charge_error(run, &e);
+                Err(cosmos_error("write a state snapshot shard", e))
+            }
+        }
     }
 
     async fn merge_records_since(
@@ -423,20 +452,7 @@ impl CosmosStore {
         let shards = state.len().div_ceil(self.tuning.users_per_shard.max(1)).max(1);
         let docs = encode_shards(state, shards, bank)?;
         futures::stream::iter(docs)
-            .map(|doc| async move {
-                let id = doc.id.clone();
-                let result = self.state.upsert_item(id.clone(), &id, &doc, None).await;
-                match result {
-                    Ok(response) => {
-                        charge(run, &response.diagnostics());
-                        Ok(())
-                    }
-                    Err(e) => {
-                        charge_error(run, &e);
-                        Err(cosmos_error("write a state snapshot shard", e))
-                    }
-                }
-            })
+            .map(|doc| async move { self.upsert_shard(run, &doc).await })
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
             .await?;
@@ -555,30 +571,10 @@ impl CosmosStore {
     }
 
     async fn erase_from_shard(&self, run: &RunContext, id: String, user: UserId) -> Result<(), StoreError> {
-        let shard = match self.state.read_item(id.clone(), id.as_str(), None).await {
-            Ok(response) => {
-                charge(run, &response.diagnostics());
-                response.into_model::<ShardDoc>().map_err(|e| corrupt(&format!("snapshot shard {id}"), e))?
-            }
-            Err(e) if e.status().status_code() == StatusCode::NotFound => {
-                charge_error(run, &e);
-                return Ok(());
-            }
-            Err(e) => {
-                charge_error(run, &e);
-                return Err(cosmos_error("read a state snapshot shard", e));
-            }
-        };
-        let Some(shard) = shard_without(&shard, user)? else { return Ok(()) };
-        match self.state.upsert_item(id.clone(), &id, &shard, None).await {
-            Ok(response) => {
-                charge(run, &response.diagnostics());
-                Ok(())
-            }
-            Err(e) => {
-                charge_error(run, &e);
-                Err(cosmos_error("rewrite a state snapshot shard", e))
-            }
+        let Some(shard) = self.read_shard_if_any(run, &id).await? else { return Ok(()) };
+        match shard_without(&shard, user)? {
+            Some(shard) => self.upsert_shard(run, &shard).await,
+            None => Ok(()),
         }
     }
 
@@ -768,11 +764,7 @@ impl HistoryStore for CosmosStore {
 
 /// `shard` without the entry of `user`, or `None` when it has none.
 fn shard_without(shard: &ShardDoc, user: UserId) -> Result<Option<ShardDoc>, StoreError> {
-    let bad = |message: String| StoreError::Corrupt { what: format!("snapshot shard {}", shard.id), message };
-    let bytes = BASE64.decode(&shard.data).map_err(|e| bad(e.to_string()))?;
-    if bytes.len() % SHARD_ENTRY != 0 {
-        return Err(bad(format!("{} bytes is not a whole number of {SHARD_ENTRY}-byte entries", bytes.len())));
-    }
+    let bytes = shard_entries(shard)?;
     let kept: Vec<u8> =
         bytes.chunks_exact(SHARD_ENTRY).filter(|entry| entry[..16] != user.as_bytes()[..]).flatten().copied().collect();
     if kept.len() == bytes.len() {
@@ -827,12 +819,19 @@ fn encode_shards(state: &LastKnown, shards: usize, bank: u8) -> Result<Vec<Shard
         .collect())
 }
 
-fn decode_shard(shard: &ShardDoc, interner: &mut Interner, state: &mut LastKnown) -> Result<(), StoreError> {
+/// A shard's entries as bytes, checked to be whole entries.
+fn shard_entries(shard: &ShardDoc) -> Result<Vec<u8>, StoreError> {
     let bad = |message: String| StoreError::Corrupt { what: format!("snapshot shard {}", shard.id), message };
     let bytes = BASE64.decode(&shard.data).map_err(|e| bad(e.to_string()))?;
     if bytes.len() % SHARD_ENTRY != 0 {
         return Err(bad(format!("{} bytes is not a whole number of {SHARD_ENTRY}-byte entries", bytes.len())));
     }
+    Ok(bytes)
+}
+
+fn decode_shard(shard: &ShardDoc, interner: &mut Interner, state: &mut LastKnown) -> Result<(), StoreError> {
+    let bad = |message: String| StoreError::Corrupt { what: format!("snapshot shard {}", shard.id), message };
+    let bytes = shard_entries(shard)?;
     let values: Vec<_> = shard.values.iter().map(|v| interner.intern(v)).collect();
     for entry in bytes.chunks_exact(SHARD_ENTRY) {
         let (user, rest) = entry.split_at(16);
