@@ -99,6 +99,32 @@ async fn a_hung_call_times_out_and_is_retried() {
 }
 
 #[tokio::test]
+async fn a_slow_answer_within_the_request_timeout_is_waited_for_not_retried() {
+    let (elapsed, sim, retries) = one_call_after(Fault::Slow(Duration::from_millis(400))).await;
+    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
+    assert_eq!((retries, sim.counters().presence_calls), (0, 1));
+}
+
+#[tokio::test]
+async fn a_slow_answer_past_the_request_timeout_is_retried_on_a_new_connection() {
+    let sim = Simulator::start(SimConfig::new(10)).await.unwrap();
+    let mut settings = settings(&sim);
+    settings.tuning.request_timeout = Duration::from_millis(300);
+    let graph = client(&sim, &settings);
+    sim.inject(Endpoint::Presence, Fault::Slow(Duration::from_secs(2)), 1);
+    let run = run(Duration::from_secs(30));
+    let started = Instant::now();
+    let snapshot = graph.presence(&users(10), &run).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(snapshot.observations.len(), 10, "{:?}", snapshot.failed_batches);
+    assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(run.metrics.retries.load(Ordering::Relaxed), 1);
+    let peers = sim.presence_peers();
+    assert_eq!(peers.len(), 2);
+    assert_ne!(peers[0], peers[1], "the retry came from a different local port");
+}
+
+#[tokio::test]
 async fn a_wait_past_the_deadline_gives_up_at_once() {
     let sim = Simulator::start(SimConfig::new(10)).await.unwrap();
     let graph = client(&sim, &settings(&sim));

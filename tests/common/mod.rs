@@ -9,4 +9,5 @@ pub mod handler_process;
 pub mod ingestion;
 pub mod scripted_tenant;
 pub mod store_cases;
+pub mod tls_relay;
 pub mod token_endpoint;
