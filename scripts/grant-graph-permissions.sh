@@ -88,8 +88,20 @@ graph_sp="$(az_do "looking up the Microsoft Graph service principal" \
 graph_sp_id="$(jq -r '.id // empty' <<<"${graph_sp}")"
 [[ "${graph_sp_id}" =~ ${GUID_RE} ]] || die "the Microsoft Graph service principal has no id in the answer"
 
-assignments="$(az_do "listing the app roles already granted to ${principal_id}" \
-  rest --method GET --url "${GRAPH_URL}/v1.0/servicePrincipals/${principal_id}/appRoleAssignments")"
+# Every page of a Graph list, following @odata.nextLink, as one {"value": [...]}: an identity
+# with many assignments must not look as if it lacked a role that is on a later page.
+list_all() {
+  local what="$1" url="$2" page values='[]'
+  while [ -n "${url}" ]; do
+    page="$(az_do "${what}" rest --method GET --url "${url}")"
+    values="$(jq -c --argjson acc "${values}" '$acc + (.value // [])' <<<"${page}")"
+    url="$(jq -r '."@odata.nextLink" // empty' <<<"${page}")"
+  done
+  jq -cn --argjson v "${values}" '{value: $v}'
+}
+
+assignments="$(list_all "listing the app roles already granted to ${principal_id}" \
+  "${GRAPH_URL}/v1.0/servicePrincipals/${principal_id}/appRoleAssignments")"
 
 # Resolve every role first, so a tenant that lacks one gets no partial grant.
 role_ids=()

@@ -3,6 +3,10 @@
 #   dist/function-package.zip  the Functions code package: handler (0755), host.json, function-*/
 #   dist/app.zip               the Managed Application package: mainTemplate.json,
 #                              createUiDefinition.json, viewDefinition.json at the zip root
+#   dist/grant-graph-permissions.sh
+#                              the post-install step, published beside function-package.zip:
+#                              the installed application's overview tells the admin to fetch it
+#                              from there
 #
 # The binary is built for glibc 2.17 with cargo-zigbuild (Zig from PyPI), so it runs on every
 # Functions Linux image whatever glibc it ships; rustup cannot add another target here, and Zig
@@ -128,7 +132,7 @@ main() {
   done
 
   mkdir -p "${DIST_DIR}"
-  rm -f "${DIST_DIR}/function-package.zip" "${DIST_DIR}/app.zip"
+  rm -f "${DIST_DIR}/function-package.zip" "${DIST_DIR}/app.zip" "${DIST_DIR}/grant-graph-permissions.sh"
   write_zip "${DIST_DIR}/function-package.zip" \
     "${HANDLER_BINARY}" "handler*" host.json host.json "${functions[@]}"
   local ui
@@ -139,6 +143,7 @@ main() {
     "${ui}" createUiDefinition.json \
     arm/viewDefinition.json viewDefinition.json
   rm -f "${ui}"
+  install -m 0755 scripts/grant-graph-permissions.sh "${DIST_DIR}/grant-graph-permissions.sh"
 
   say "handler: $(stat -c %s "${HANDLER_BINARY}") bytes, highest glibc symbol ${needed}"
   say "${DIST_DIR}/function-package.zip: $(stat -c %s "${DIST_DIR}/function-package.zip") bytes"

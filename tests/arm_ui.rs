@@ -149,7 +149,14 @@ fn the_overview_tells_the_admin_the_one_post_install_step() {
     let overview =
         view["views"].as_array().unwrap().iter().find(|v| v["kind"] == "Overview").expect("an Overview view");
     let text = overview["properties"]["description"].as_str().unwrap();
-    for needed in ["scripts/grant-graph-permissions.sh", "Presence.Read.All", "GroupMember.Read.All", "principalId"] {
+    // The script is published beside the code package (scripts/package.sh puts it in dist/).
+    for needed in [
+        "grant-graph-permissions.sh --principal-id",
+        "beside the code package",
+        "Presence.Read.All",
+        "GroupMember.Read.All",
+        "principalId",
+    ] {
         assert!(text.contains(needed), "the overview does not mention {needed}: {text}");
     }
     assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/grant-graph-permissions.sh").exists());

@@ -64,6 +64,34 @@ fn only_the_missing_role_is_granted() {
     assert!(run.stdout.contains("done: 1 granted, 1 already in place"), "{}", run.stdout);
 }
 
+#[test]
+fn a_role_granted_on_a_later_page_of_the_listing_is_found() {
+    let az = FakeAz::new();
+    // 250 assignments to other resources first, so the Presence grant is on the third page of 100.
+    let mut seeded: Vec<Value> = (0..250)
+        .map(|i| {
+            dict(json!({
+                "principalId": PRINCIPAL,
+                "resourceId": format!("00000000-0000-4000-8000-{i:012}"),
+                "appRoleId": PRESENCE_ROLE,
+            }))
+        })
+        .collect();
+    seeded.push(dict(grant(PRINCIPAL, PRESENCE_ROLE)));
+    az.seed_assignments(Value::Array(seeded));
+    let run = az.run(SCRIPT, &["--principal-id", PRINCIPAL]);
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(az.posts(), [grant(PRINCIPAL, GROUP_MEMBER_ROLE)], "Presence.Read.All was already there");
+    let listings = az
+        .calls()
+        .iter()
+        .filter(|c| c.iter().any(|a| a.ends_with("/appRoleAssignments") || a.contains("/appRoleAssignments?")))
+        .filter(|c| c.contains(&"GET".to_string()))
+        .count();
+    assert_eq!(listings, 3, "three pages read");
+    assert!(run.stdout.contains("done: 1 granted, 1 already in place"), "{}", run.stdout);
+}
+
 fn dict(mut v: Value) -> Value {
     v["id"] = json!("existing-assignment");
     v

@@ -101,6 +101,12 @@ fn the_packages_hold_exactly_the_deployable_files_with_the_handler_executable() 
     for (name, _, content) in &app {
         assert_eq!(content, &sha256(&repo().join("arm").join(name)), "{name}");
     }
+
+    // The post-install script is published beside the code package, where the overview points.
+    let script = dist.path().join("grant-graph-permissions.sh");
+    assert_eq!(sha256(&script), sha256(&repo().join("scripts/grant-graph-permissions.sh")));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&script).unwrap().permissions().mode() & 0o777, 0o755);
 }
 
 #[test]

@@ -9,6 +9,8 @@ pub struct FakeAz {
     pub dir: tempfile::TempDir,
     pub graph_sp: PathBuf,
     pub fail_on: Option<String>,
+    /// Assignments per page of the listing (the fake's default is Graph's 100).
+    pub page_size: Option<usize>,
 }
 
 pub struct ScriptRun {
@@ -19,7 +21,12 @@ pub struct ScriptRun {
 
 impl FakeAz {
     pub fn new() -> FakeAz {
-        FakeAz { dir: tempfile::tempdir().unwrap(), graph_sp: fixture("graph-service-principal.json"), fail_on: None }
+        FakeAz {
+            dir: tempfile::tempdir().unwrap(),
+            graph_sp: fixture("graph-service-principal.json"),
+            fail_on: None,
+            page_size: None,
+        }
     }
 
     /// Existing app role assignments, as Graph lists them.
@@ -68,7 +75,11 @@ impl FakeAz {
             .env("FAKE_AZ_DIR", self.dir.path())
             .env("FAKE_AZ_GRAPH_SP", &self.graph_sp)
             .env_remove("GRAPH_URL")
-            .env_remove("FAKE_AZ_FAIL");
+            .env_remove("FAKE_AZ_FAIL")
+            .env_remove("FAKE_AZ_PAGE_SIZE");
+        if let Some(size) = self.page_size {
+            command.env("FAKE_AZ_PAGE_SIZE", size.to_string());
+        }
         if let Some(fail) = &self.fail_on {
             command.env("FAKE_AZ_FAIL", fail);
         }
