@@ -6,8 +6,10 @@
 //! `http.response.status_code` its result code; any `http.*` attribute makes its type `HTTP`, and
 //! `db.system.name` names the type of a database call. The span status gives `success`.
 //!
-//! Conventions for the Graph client and the store (one span per HTTP request, retries included,
-//! so a 429 and its retry are two rows):
+//! Used by `graph::request` (one span per HTTP attempt, retries included, so a 429 and its retry
+//! are two rows; status, `Retry-After` wait and, on failures, Graph's `request-id`) and by
+//! `store::cosmos` (one span per SDK operation of a run, with its final status and request
+//! charge):
 //! ```ignore
 //! let span = dependency::graph_call("POST", url, attempt); // named POST /communications/getPresencesByUserId
 //! let response = client.execute(request).instrument(span.clone()).await;
@@ -15,7 +17,8 @@
 //!     Ok(r) => dependency::record_http_status(&span, r.status().as_u16()),
 //!     Err(e) => dependency::record_failure(&span, e),
 //! }
-//! if throttled { dependency::record_retry_after(&span, retry_after); }
+//! if failed { dependency::record_request_id(&span, request_id); }
+//! if throttled { dependency::record_retry_after(&span, wait); }
 //! ```
 //! Names are low-cardinality templates (`GET /groups/{id}/transitiveMembers`), never a URL with
 //! ids in it; the query string (skip tokens, `$select`) is left out of `url.full`; no user id
