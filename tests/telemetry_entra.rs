@@ -13,21 +13,39 @@ use std::time::Duration;
 use azure_core::credentials::TokenCredential;
 use chrono::{TimeZone, Utc};
 use common::ingestion::IngestionServer;
-use common::scripted_tenant::{MemoryStore, ScriptedTenant};
 use common::token_endpoint::{IDENTITY_HEADER_SECRET, TokenEndpoint, token_for};
 use teams_presence::cycle::{PollCycle, RunContext};
-use teams_presence::model::Slot;
+use teams_presence::graph::{GraphError, Membership, PresenceSnapshot, Tenant};
+use teams_presence::model::{GroupId, Slot, UserId};
+use teams_presence::store::sqlite::SqliteStore;
 use teams_presence::telemetry::instrumented::{InstrumentedStore, InstrumentedTenant};
 use teams_presence::telemetry::{ExportSettings, Telemetry};
 use tracing_subscriber::EnvFilter;
 
 const USER_ASSIGNED: &str = "9c1d0e6a-51b3-4f7e-a2a2-1d6d1b1c2f33";
 
+/// A tenant whose groups are empty. The Graph client cannot run here: its managed-identity
+/// credential would read the same process-wide `IDENTITY_ENDPOINT` as the exporter's, and the
+/// client-secret one needs an https authority. What goes through Graph is in `telemetry_export`.
+struct EmptyTenant;
+
+#[async_trait::async_trait]
+impl Tenant for EmptyTenant {
+    async fn members(&self, _: &[GroupId], _: &RunContext) -> Result<Membership, GraphError> {
+        Ok(Membership::default())
+    }
+    async fn presence(&self, _: &[UserId], _: &RunContext) -> Result<PresenceSnapshot, GraphError> {
+        Ok(PresenceSnapshot::default())
+    }
+}
+
 async fn run_once(telemetry: &Telemetry, invocation_id: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("presence.db"), None).await.unwrap());
     let cycle = PollCycle::new(
         vec![uuid::Uuid::from_u128(7)],
-        Arc::new(InstrumentedTenant(Arc::new(ScriptedTenant::new(20)))),
-        Arc::new(InstrumentedStore(Arc::new(MemoryStore::default()))),
+        Arc::new(InstrumentedTenant(Arc::new(EmptyTenant))),
+        Arc::new(InstrumentedStore(store)),
     );
     let work = async {
         let slot = Slot::new(Utc.with_ymd_and_hms(2025, 3, 1, 10, 5, 0).unwrap());

@@ -1,25 +1,37 @@
-//! Runs poll cycles with App Insights export pointed at a loopback ingestion server and checks
-//! what arrives: the per-run metrics with their values, the run, phase and call spans as
-//! dependencies with their parent links, warnings as correlated traces, nothing else, no user
-//! id, and all of it before the invocation returns.
+//! Telemetry through the real pipeline: App Insights export pointed at a loopback ingestion
+//! server, poll cycles against the Graph simulator through the production Graph client (with
+//! throttling injected), the SQLite store, the Cosmos store on the SDK's in-memory emulator, and
+//! the real `handler` binary under timer invocations. Checks that the per-run metrics carry the
+//! run summary's values, that runs, phases and every Graph attempt (and Cosmos operation) arrive
+//! as dependency rows with templated names, that warnings arrive as correlated traces, and that
+//! no token, identity secret or key is in any exported byte.
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
-use chrono::{TimeZone, Utc};
-use common::ingestion::{INSTRUMENTATION_KEY, IngestionServer, envelope};
-use common::scripted_tenant::{MemoryStore, ScriptedTenant};
+use chrono::{SecondsFormat, TimeZone, Utc};
+use common::handler_process::{HandlerProcess, timer_body};
+use common::ingestion::{INSTRUMENTATION_KEY, IngestionServer, Upload, envelope};
+use common::{cosmos_emulator, graph_sim};
 use serde_json::Value;
 use teams_presence::cycle::{CycleError, PollCycle, RunContext, RunSummary};
-use teams_presence::model::{GroupId, Slot};
+use teams_presence::graph::Tenant;
+use teams_presence::model::Slot;
+use teams_presence::simulator::{Endpoint, Fault, RetryAfter, SimConfig, SimHandle, Simulator, standard_groups};
+use teams_presence::store::HistoryStore;
+use teams_presence::store::sqlite::SqliteStore;
 use teams_presence::telemetry::instrumented::{InstrumentedStore, InstrumentedTenant};
 use teams_presence::telemetry::run_metrics::{FIGURES, RUNS};
 use teams_presence::telemetry::{ExportSettings, FailedStage, Telemetry};
 use tracing_subscriber::EnvFilter;
+
+const PRESENCE: &str = "POST /communications/getPresencesByUserId";
+const MEMBERS: &str = "GET /groups/{id}/transitiveMembers";
 
 /// Console output captured as the Functions host would see it (one JSON line per event).
 #[derive(Clone, Default)]
@@ -45,21 +57,21 @@ impl Console {
     }
 }
 
-fn group(n: u128) -> GroupId {
-    uuid::Uuid::from_u128(0x6000_0000_0000_4000_8000_0000_0000_0000 + n)
-}
-
 fn no_credential() -> Result<Arc<dyn TokenCredential>, &'static str> {
     Err("instrumentation-key ingestion needs no credential")
 }
 
-/// What the handler does around a run (see `handler::run_timer`), with an in-test cycle.
-async fn invoke(telemetry: &Telemetry, cycle: &PollCycle, invocation_id: &str) -> Result<RunSummary, CycleError> {
+/// What the handler does around a run (see `handler::run_timer`), with the production client.
+async fn invoke(
+    telemetry: &Telemetry,
+    cycle: &PollCycle,
+    invocation_id: &str,
+    minute: u32,
+) -> Result<RunSummary, CycleError> {
     let work = async {
         let started = tokio::time::Instant::now();
-        let slot = Slot::new(Utc.with_ymd_and_hms(2025, 3, 1, 10, 5, 0).unwrap());
+        let slot = Slot::new(Utc.with_ymd_and_hms(2025, 3, 1, 10, minute, 0).unwrap());
         let run = RunContext::new(invocation_id, slot, Duration::from_secs(60));
-        tracing::info!(%slot, "run started");
         match cycle.run(&run).await {
             Ok(summary) => {
                 telemetry.record_run(&summary);
@@ -89,8 +101,74 @@ fn id(item: &Value) -> &str {
     envelope::base(item)["id"].as_str().unwrap()
 }
 
+/// Every per-run figure arrives once, with the value the summary has.
+fn assert_metrics_match(items: &[Value], summary: &RunSummary) {
+    let metrics = envelope::metrics(items);
+    let runs = metric(&metrics, RUNS);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!((runs[0].1, runs[0].2["outcome"].as_str()), (1.0, Some("success")));
+    for figure in FIGURES {
+        let expected = (figure.from_summary)(summary);
+        let points = metric(&metrics, figure.name);
+        assert_eq!(points.len(), 1, "{}: {points:?}", figure.name);
+        assert!((points[0].1 - expected).abs() < 1e-6, "{} is {} not {expected}", figure.name, points[0].1);
+        assert_eq!(points[0].2["outcome"], "success", "{}", figure.name);
+    }
+}
+
+/// No secret in any byte sent; the instrumentation key only as each envelope's `iKey`.
+fn assert_no_secrets(uploads: &[Upload], secrets: &[String]) {
+    assert!(!uploads.is_empty());
+    for upload in uploads {
+        for secret in secrets {
+            assert!(!upload.json.contains(secret.as_str()), "a secret is in a telemetry upload: {secret}");
+        }
+        assert!(!upload.json.to_ascii_lowercase().contains("bearer"), "an auth header is in telemetry");
+        let without_ikey = upload.json.replace(&format!("\"iKey\":\"{INSTRUMENTATION_KEY}\""), "");
+        assert!(!without_ikey.contains(INSTRUMENTATION_KEY), "the instrumentation key outside the iKey field");
+        assert!(!without_ikey.contains("InstrumentationKey="), "the connection string is in telemetry");
+    }
+}
+
+fn sim_secrets(sim: &SimHandle) -> Vec<String> {
+    let mut secrets = sim.issued_tokens();
+    assert!(!secrets.is_empty(), "the simulator issued no token: the check would be vacuous");
+    secrets.push(sim.identity_header().to_string());
+    secrets
+}
+
+fn no_user_ids(items: &[Value], sim: &SimHandle) {
+    let users = sim.expected_users(&standard_groups()[..3]);
+    let text = serde_json::to_string(items).unwrap();
+    for user in users.iter().step_by(97) {
+        assert!(!text.contains(&user.to_string()), "user id {user} was exported");
+    }
+}
+
+/// A simulated tenant of 1,500 users in overlapping groups, 4 users Graph never answers for,
+/// member pages of 500; the next two presence calls answer 429 with `Retry-After: 0.2`, and the
+/// first member page asked for answers 403.
+async fn throttled_tenant() -> SimHandle {
+    let sim = Simulator::start(SimConfig::standard(1_500).max_page_size(500).missing_users([3, 700, 701, 1_400]))
+        .await
+        .unwrap();
+    sim.inject(Endpoint::Presence, Fault::Status { status: 429, retry_after: Some(RetryAfter::Fractional(0.2)) }, 2);
+    sim.inject(Endpoint::Members, Fault::Status { status: 403, retry_after: None }, 1);
+    sim
+}
+
+fn instrumented(sim: &SimHandle, store: Arc<dyn HistoryStore>) -> PollCycle {
+    let client: Arc<dyn Tenant> = Arc::new(graph_sim::client(sim, &graph_sim::settings(sim)));
+    PollCycle::new(
+        standard_groups()[..3].to_vec(),
+        Arc::new(InstrumentedTenant(client)),
+        Arc::new(InstrumentedStore(store)),
+    )
+}
+
 #[tokio::test]
-async fn runs_export_metrics_spans_and_warnings_before_the_invocation_returns() {
+async fn graph_calls_runs_and_warnings_export_through_the_production_client() {
+    let sim = throttled_tenant().await;
     let ingestion = IngestionServer::start().await;
     let settings = ExportSettings::parse(Some(&ingestion.connection_string()), None).unwrap().unwrap();
     let telemetry = Telemetry::start(&settings, no_credential).unwrap();
@@ -98,24 +176,13 @@ async fn runs_export_metrics_spans_and_warnings_before_the_invocation_returns() 
     let sink = console.clone();
     let _subscriber =
         tracing::subscriber::set_default(telemetry.subscriber(EnvFilter::new("info"), move || sink.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("presence.db"), None).await.unwrap());
+    let cycle = instrumented(&sim, store);
 
-    let mut tenant = ScriptedTenant::new(1500);
-    tenant.unreadable = vec![group(3)];
-    tenant.throttles = 2;
-    tenant.retry_after = Duration::from_millis(750);
-    tenant.silent = 5;
-    let expected_pages = tenant.expected_member_pages(2);
-    let expected_calls = tenant.expected_presence_calls();
-    let user_prefix = tenant.users[0].to_string()[..8].to_string();
-    let tenant = Arc::new(InstrumentedTenant(Arc::new(tenant)));
-    let store = Arc::new(InstrumentedStore(Arc::new(MemoryStore::default())));
-    let cycle = PollCycle::new(vec![group(1), group(2), group(3)], tenant, store.clone());
-
-    // --- Run 1: a successful run. Everything is checked right after it returns: no waiting.
-    let summary = invoke(&telemetry, &cycle, "inv-1").await.unwrap();
-    let uploads = ingestion.uploads();
-    let items = ingestion.items();
-    assert!(!uploads.is_empty(), "nothing was sent before the run returned");
+    // --- Run 1: everything is checked right after the invocation returns: no waiting.
+    let summary = invoke(&telemetry, &cycle, "inv-1", 5).await.unwrap();
+    let (uploads, items) = (ingestion.uploads(), ingestion.items());
     for upload in &uploads {
         assert_eq!(upload.path, "/v2.1/track");
         assert_eq!(upload.content_encoding.as_deref(), Some("gzip"));
@@ -124,160 +191,229 @@ async fn runs_export_metrics_spans_and_warnings_before_the_invocation_returns() 
     for item in &items {
         assert_eq!(item["iKey"], INSTRUMENTATION_KEY);
         assert_eq!(envelope::tag(item, "ai.cloud.role"), Some("teams-presence"));
-        let text = item.to_string();
-        assert!(!text.contains(&user_prefix), "a user id was exported: {text}");
     }
+    // The run saw what was injected, so the checks below are not vacuous.
+    assert_eq!((summary.throttled, summary.unreadable_groups), (2, 1), "{}", summary.line());
+    assert!((1..=4).contains(&summary.unobserved), "{}", summary.line());
+    assert!(summary.throttle_wait_ms >= 400 && summary.retries >= 2, "{}", summary.line());
+    assert!(summary.changes > 0 && summary.member_pages > 0, "{}", summary.line());
+    assert_metrics_match(&items, &summary);
 
-    // The summary is what the scripted tenant makes, so the metric checks below are not vacuous.
-    assert_eq!(
-        (summary.users_in_scope, summary.observed, summary.unobserved, summary.changes, summary.unreadable_groups),
-        (1500, 1495, 5, 1495, 1)
-    );
-    assert_eq!((summary.member_pages, summary.presence_calls), (expected_pages, expected_calls));
-    assert_eq!((summary.member_pages, summary.presence_calls, summary.throttled, summary.retries), (4, 5, 2, 2));
-    assert_eq!(summary.throttle_wait_ms, 1500);
-
-    let metrics = envelope::metrics(&items);
-    let runs = metric(&metrics, RUNS);
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0].1, 1.0);
-    assert_eq!(runs[0].2["outcome"], "success");
-    let expected = [
-        ("presence.run.duration", summary.duration_ms as f64 / 1000.0),
-        ("presence.run.users_in_scope", 1500.0),
-        ("presence.run.observed", 1495.0),
-        ("presence.run.unobserved", 5.0),
-        ("presence.run.changes", 1495.0),
-        ("presence.run.already_recorded", 0.0),
-        ("presence.run.departed", 0.0),
-        ("presence.run.unreadable_groups", 1.0),
-        ("presence.run.member_pages", 4.0),
-        ("presence.run.presence_calls", 5.0),
-        ("presence.run.throttled", 2.0),
-        ("presence.run.throttle_wait", 1.5),
-        ("presence.run.retries", 2.0),
-        ("presence.run.store_request_units", summary.store_request_units),
-    ];
-    assert_eq!(expected.len(), FIGURES.len(), "every figure is checked");
-    for (name, value) in expected {
-        let points = metric(&metrics, name);
-        assert_eq!(points.len(), 1, "{name}: {points:?}");
-        assert!((points[0].1 - value).abs() < 1e-9, "{name} is {} not {value}", points[0].1);
-        assert_eq!(points[0].2["outcome"], "success", "{name}");
-    }
-
-    // The run span, with the invocation id, parent of the four phases, parents of the calls.
+    // The run span, parent of the phases, parents of one row per HTTP attempt.
     let run = one(envelope::dependencies(&items, "run"), "run span");
     assert_eq!(envelope::property(run, "invocation_id"), Some("inv-1"));
-    assert_eq!(envelope::base(run)["type"], "InProc");
     let operation = envelope::tag(run, "ai.operation.id").unwrap();
-    let members = one(envelope::dependencies(&items, "graph.members"), "graph.members");
-    for phase in ["graph.members", "graph.presence", "store.last_known", "store.record"] {
-        let phase = one(envelope::dependencies(&items, phase), phase);
-        assert_eq!(envelope::tag(phase, "ai.operation.id"), Some(operation));
-        assert_eq!(envelope::tag(phase, "ai.operation.parentId"), Some(id(run)));
-        assert_eq!(envelope::base(phase)["success"], true);
+    let phase = |name| one(envelope::dependencies(&items, name), name);
+    for name in ["graph.members", "graph.presence", "store.last_known", "store.record"] {
+        assert_eq!(envelope::tag(phase(name), "ai.operation.parentId"), Some(id(run)), "{name}");
+        assert_eq!(envelope::tag(phase(name), "ai.operation.id"), Some(operation), "{name}");
     }
-    assert_eq!(envelope::property(members, "users"), Some("1500"));
-    assert_eq!(envelope::property(members, "unreadable_groups"), Some("1"));
-
-    let pages = envelope::dependencies(&items, "GET /groups/{id}/transitiveMembers");
-    assert_eq!(pages.len(), 5, "four pages and one 403");
-    for page in &pages {
-        assert_eq!(envelope::tag(page, "ai.operation.parentId"), Some(id(members)));
-        assert_eq!(envelope::base(page)["type"], "HTTP");
-        assert_eq!(envelope::base(page)["target"], "graph.microsoft.com:443");
-        let data = envelope::base(page)["data"].as_str().unwrap();
-        assert!(data.starts_with("https://graph.microsoft.com/v1.0/groups/") && !data.contains('?'), "{data}");
+    let pages = envelope::dependencies(&items, MEMBERS);
+    assert_eq!(pages.len() as u64, summary.member_pages + 1, "every page and the 403");
+    let calls = envelope::dependencies(&items, PRESENCE);
+    assert_eq!(calls.len() as u64, summary.presence_calls + summary.throttled, "every call and each 429");
+    for (rows, parent) in [(&pages, phase("graph.members")), (&calls, phase("graph.presence"))] {
+        for row in rows.iter() {
+            assert_eq!(envelope::tag(row, "ai.operation.parentId"), Some(id(parent)));
+            assert_eq!(envelope::base(row)["type"], "HTTP");
+            assert_eq!(envelope::base(row)["target"], sim.address().to_string());
+            let data = envelope::base(row)["data"].as_str().unwrap();
+            assert!(data.starts_with(&sim.base_url()) && !data.contains('?'), "{data}");
+        }
     }
-    let denied: Vec<_> = pages.iter().filter(|p| envelope::base(p)["resultCode"] == "403").collect();
+    let failed = |rows: &[&Value], code: &str| -> Vec<Value> {
+        rows.iter().filter(|r| envelope::base(r)["resultCode"] == code).map(|r| (*r).clone()).collect()
+    };
+    let denied = failed(&pages, "403");
     assert_eq!(denied.len(), 1);
-    assert_eq!(envelope::base(denied[0])["success"], false);
-
-    let calls = envelope::dependencies(&items, "POST /communications/getPresencesByUserId");
-    assert_eq!(calls.len(), 5);
-    let throttled: Vec<_> = calls.iter().filter(|c| envelope::base(c)["resultCode"] == "429").collect();
+    let throttled = failed(&calls, "429");
     assert_eq!(throttled.len(), 2);
-    assert!(throttled.iter().all(|c| envelope::base(c)["success"] == false));
-    assert!(throttled.iter().all(|c| envelope::property(c, "retry_after_s") == Some("0.75")));
+    for row in denied.iter().chain(&throttled) {
+        assert_eq!(envelope::base(row)["success"], false);
+        let request_id = envelope::property(row, "graph.request_id").expect("Graph's request-id on a failed call");
+        assert!(uuid::Uuid::try_parse(request_id).is_ok(), "{request_id}");
+    }
+    assert!(throttled.iter().all(|c| envelope::property(c, "retry_after_s") == Some("0.2")), "{throttled:#?}");
+    assert!(
+        failed(&calls, "200").iter().all(|c| envelope::property(c, "graph.request_id").is_none()),
+        "successful calls stay small"
+    );
 
-    let writes = one(envelope::dependencies(&items, "execute_batch history"), "Cosmos write");
-    assert_eq!(envelope::base(writes)["type"], "azure.cosmosdb");
-    assert_eq!(envelope::base(writes)["success"], true);
-    assert_eq!(envelope::property(writes, "azure.cosmosdb.operation.request_charge"), Some("9403.55"));
-
-    // The warning is a correlated trace; info lines ("run started", "run finished") are not sent.
+    // The skipped group's warning is a trace correlated with the run; info lines are not sent.
     let traces: Vec<&Value> = items.iter().filter(|i| envelope::base_type(i) == "MessageData").collect();
-    let warning = one(traces.clone(), "trace");
-    assert!(envelope::base(warning)["message"].as_str().unwrap().starts_with("group could not be read"));
-    assert_eq!(envelope::base(warning)["severityLevel"], 2, "Warning");
+    let warning = traces.iter().find(|t| envelope::base(t)["message"].as_str().unwrap().starts_with("group skipped"));
+    let warning = warning.unwrap_or_else(|| panic!("no warning for the unreadable group: {traces:#?}"));
     assert_eq!(envelope::tag(warning, "ai.operation.id"), Some(operation));
-    assert_eq!(envelope::tag(warning, "ai.operation.parentId"), Some(id(denied[0])));
+    assert!(traces.iter().all(|t| envelope::base(t)["severityLevel"].as_u64() >= Some(2)), "{traces:#?}");
+    no_user_ids(&items, &sim);
 
-    // Console: the same warning keeps the run's invocation id although it was logged inside a
-    // call span; one summary line; no call spans printed.
+    // Console: call spans are never printed, so every line keeps the run's invocation id.
     let lines = console.lines();
-    let warn = lines.iter().find(|l| l["level"] == "WARN").expect("warning on the console");
-    assert_eq!(warn["span"]["invocation_id"], "inv-1", "{warn}");
+    // (Lines without a span are from building the client, before the run.)
+    let in_run: Vec<&Value> = lines.iter().filter(|l| l.get("span").is_some()).collect();
+    assert!(in_run.iter().any(|l| l["level"] == "WARN" && l["request_id"].is_string()), "request-id logged");
+    assert!(lines.iter().filter(|l| l["level"] == "WARN").all(|l| l.get("span").is_some()), "{lines:#?}");
+    assert!(in_run.iter().all(|l| l["span"]["name"] == "run" && l["span"]["invocation_id"] == "inv-1"), "{lines:#?}");
     assert_eq!(lines.iter().filter(|l| l["message"] == "run finished").count(), 1);
-    assert!(lines.iter().all(|l| l["span"]["name"] == "run"), "{lines:#?}");
-    assert!(lines.iter().all(|l| !l.to_string().contains(&user_prefix)), "user id on the console at info");
 
-    // --- Run 2: Graph fails. The run counts as a failure, with what it had counted so far.
+    // --- Run 2: Graph's presence endpoint fails for good. A failed run with its counters.
     ingestion.clear();
-    let mut failing = ScriptedTenant::new(1500);
-    failing.fail_presence = Some("503 Service Unavailable after 3 attempts".into());
-    let failing_cycle =
-        PollCycle::new(vec![group(1), group(2)], Arc::new(InstrumentedTenant(Arc::new(failing))), store.clone());
-    invoke(&telemetry, &failing_cycle, "inv-2").await.unwrap_err();
+    sim.inject(Endpoint::Presence, Fault::Status { status: 503, retry_after: None }, 1_000);
+    let _ = invoke(&telemetry, &cycle, "inv-2", 10).await;
     let items = ingestion.items();
-    let metrics = envelope::metrics(&items);
-    let runs = metric(&metrics, RUNS);
-    assert_eq!(runs.len(), 1, "only this run's counts are sent (delta): {runs:?}");
-    assert_eq!((runs[0].2["outcome"].as_str(), runs[0].2["stage"].as_str()), (Some("failure"), Some("cycle")));
-    assert_eq!(metric(&metrics, "presence.run.member_pages")[0].1, 4.0);
-    assert_eq!(metric(&metrics, "presence.run.member_pages")[0].2["outcome"], "failure");
-    assert_eq!(metric(&metrics, "presence.run.duration").len(), 1);
-    assert!(metric(&metrics, "presence.run.users_in_scope").is_empty(), "no summary figures for a failed run");
-    let run = one(envelope::dependencies(&items, "run"), "run span");
-    assert_eq!(envelope::base(run)["success"], false);
-    assert_eq!(envelope::property(run, "invocation_id"), Some("inv-2"));
-    let presence = one(envelope::dependencies(&items, "graph.presence"), "graph.presence");
-    assert_eq!(envelope::base(presence)["success"], false);
-    let failed: Vec<&Value> =
-        items.iter().filter(|i| matches!(envelope::base_type(i), "MessageData" | "ExceptionData")).collect();
-    let failed = one(failed, "error trace");
-    assert!(failed.to_string().contains("503 Service Unavailable"), "{failed}");
-    assert_eq!(envelope::tag(failed, "ai.operation.id"), envelope::tag(run, "ai.operation.id"));
+    let calls = envelope::dependencies(&items, PRESENCE);
+    assert!(!calls.is_empty() && calls.iter().all(|c| envelope::base(c)["resultCode"] == "503"), "{calls:#?}");
+    assert!(calls.iter().all(|c| envelope::property(c, "graph.request_id").is_some()));
+    let attempts: Vec<&str> = calls.iter().filter_map(|c| envelope::property(c, "retry.attempt")).collect();
+    assert!(attempts.contains(&"1") && attempts.contains(&"2"), "retries are their own rows: {attempts:?}");
 
-    // --- Run 3: success again; only the even-indexed users change (750, less the 3 silent ones).
-    ingestion.clear();
-    let summary = invoke(&telemetry, &cycle, "inv-3").await.unwrap();
-    assert_eq!(summary.changes, 747);
-    let metrics = envelope::metrics(&ingestion.items());
-    assert_eq!(metric(&metrics, RUNS).len(), 1);
-    assert_eq!(metric(&metrics, "presence.run.changes")[0].1, 747.0);
-
+    assert_no_secrets(&ingestion.uploads(), &sim_secrets(&sim));
+    assert_no_secrets(&uploads, &sim_secrets(&sim));
     drop(_subscriber);
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await.unwrap();
 }
 
 #[tokio::test]
+async fn cosmos_operations_export_with_status_and_request_charge() {
+    let sim = throttled_tenant().await;
+    let emulator = cosmos_emulator::Emulator::new();
+    let ingestion = IngestionServer::start().await;
+    let settings = ExportSettings::parse(Some(&ingestion.connection_string()), None).unwrap().unwrap();
+    let telemetry = Telemetry::start(&settings, no_credential).unwrap();
+    let _subscriber = tracing::subscriber::set_default(telemetry.subscriber(EnvFilter::new("off"), std::io::sink));
+    let store = Arc::new(emulator.store(Default::default(), Vec::new()).await);
+    let cycle = instrumented(&sim, store);
+
+    let first = invoke(&telemetry, &cycle, "inv-c1", 5).await.unwrap();
+    assert_metrics_match(&ingestion.items(), &first);
+    ingestion.clear();
+    sim.advance_epoch();
+    let summary = invoke(&telemetry, &cycle, "inv-c2", 10).await.unwrap();
+    let items = ingestion.items();
+    assert_metrics_match(&items, &summary);
+    assert!(summary.store_request_units > 0.0 && summary.changes > 0, "{}", summary.line());
+
+    let cosmos: Vec<&Value> = items
+        .iter()
+        .filter(|i| envelope::base_type(i) == "RemoteDependencyData" && envelope::base(i)["type"] == "azure.cosmosdb")
+        .collect();
+    let names: Vec<&str> = cosmos.iter().map(|c| envelope::base(c)["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"read_item state"), "the warm run reads the head: {names:?}");
+    assert!(names.contains(&"replace_item state"), "and advances it: {names:?}");
+    let record = one(envelope::dependencies(&items, "store.record"), "store.record");
+    let last_known = one(envelope::dependencies(&items, "store.last_known"), "store.last_known");
+    for row in &cosmos {
+        assert_eq!(envelope::base(row)["success"], true, "{row}");
+        let charge: f64 = envelope::property(row, "azure.cosmosdb.operation.request_charge").unwrap().parse().unwrap();
+        assert!(charge > 0.0, "{row}");
+        let parent = envelope::tag(row, "ai.operation.parentId");
+        assert!(parent == Some(id(record)) || parent == Some(id(last_known)), "{row}");
+    }
+    let mut secrets = sim_secrets(&sim);
+    secrets.push("dGVzdGtleQ==".to_string()); // the emulator helper's account key
+    assert_no_secrets(&ingestion.uploads(), &secrets);
+    no_user_ids(&items, &sim);
+    drop(_subscriber);
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await.unwrap();
+}
+
+fn summary_field(line: &str, field: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{field}="))?.parse().ok())
+        .unwrap_or_else(|| panic!("{field} in {line}"))
+}
+
+#[tokio::test]
+async fn the_handler_binary_exports_each_timer_run_before_it_answers() {
+    let sim = throttled_tenant().await;
+    let ingestion = IngestionServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = standard_groups()[..3].iter().map(ToString::to_string).collect();
+    let env: HashMap<String, String> = [
+        ("ENTRA_GROUP_IDS", ids.join(";")),
+        ("GRAPH_BASE_URL", sim.base_url()),
+        ("IDENTITY_ENDPOINT", sim.identity_endpoint()),
+        ("IDENTITY_HEADER", sim.identity_header().to_string()),
+        ("PRESENCE_DB", dir.path().join("presence.db").display().to_string()),
+        ("APPLICATIONINSIGHTS_CONNECTION_STRING", ingestion.connection_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let handler = HandlerProcess::start(&env);
+    let http = reqwest::Client::new();
+    for (n, minute) in [(1, 5), (2, 10)] {
+        ingestion.clear();
+        if n == 2 {
+            sim.advance_epoch();
+        }
+        let slot = Utc.with_ymd_and_hms(2025, 3, 1, 10, minute, 0).unwrap();
+        let ts = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let body = timer_body(&ts(slot), &ts(slot - chrono::Duration::minutes(5)), false, &ts(Utc::now()));
+        let invocation_id = format!("inv-h{n}");
+        let reply: Value = http
+            .post(handler.url("/function-timer"))
+            .header("X-Azure-Functions-InvocationId", &invocation_id)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let line = reply["Logs"][0].as_str().unwrap_or_else(|| panic!("{reply} {:?}", handler.stderr_lines()));
+        // Flushed before the reply: checked at once.
+        let items = ingestion.items();
+        let metrics = envelope::metrics(&items);
+        for (figure, field, scale) in [
+            ("presence.run.users_in_scope", "users", 1.0),
+            ("presence.run.observed", "observed", 1.0),
+            ("presence.run.unobserved", "unobserved", 1.0),
+            ("presence.run.changes", "changes", 1.0),
+            ("presence.run.unreadable_groups", "unreadable_groups", 1.0),
+            ("presence.run.presence_calls", "presence_calls", 1.0),
+            ("presence.run.member_pages", "member_pages", 1.0),
+            ("presence.run.throttled", "throttled", 1.0),
+            ("presence.run.throttle_wait", "throttle_wait_ms", 1000.0),
+            ("presence.run.retries", "retries", 1.0),
+            ("presence.run.duration", "duration_ms", 1000.0),
+        ] {
+            let points = metric(&metrics, figure);
+            assert_eq!(points.len(), 1, "{figure}: {points:?}");
+            let expected = summary_field(line, field) / scale;
+            assert!((points[0].1 - expected).abs() < 1e-6, "{figure} is {} not {expected} ({line})", points[0].1);
+        }
+        let run = one(envelope::dependencies(&items, "run"), "run span");
+        assert_eq!(envelope::property(run, "invocation_id"), Some(invocation_id.as_str()));
+        let calls = envelope::dependencies(&items, PRESENCE);
+        let expected_rows = summary_field(line, "presence_calls") + summary_field(line, "throttled");
+        assert_eq!(calls.len() as f64, expected_rows, "{line}");
+        if n == 1 {
+            assert_eq!(summary_field(line, "throttled"), 2.0, "{line}");
+            assert_eq!(calls.iter().filter(|c| envelope::base(c)["resultCode"] == "429").count(), 2);
+        }
+        assert!(!envelope::dependencies(&items, MEMBERS).is_empty());
+        no_user_ids(&items, &sim);
+    }
+    assert_no_secrets(&ingestion.uploads(), &sim_secrets(&sim));
+    // The console (which the host forwards) shows no call spans either.
+    assert!(handler.stdout_lines().iter().all(|l| !l.contains("transitiveMembers")), "{:?}", handler.stdout_lines());
+}
+
+#[tokio::test]
 async fn without_a_connection_string_nothing_is_exported_and_runs_still_log() {
     assert_eq!(ExportSettings::parse(None, None), Ok(None));
+    let sim = Simulator::start(SimConfig::standard(50)).await.unwrap();
     let telemetry = Telemetry::disabled();
     assert!(!telemetry.is_exporting());
     let console = Console::default();
     let sink = console.clone();
     let _subscriber =
         tracing::subscriber::set_default(telemetry.subscriber(EnvFilter::new("info"), move || sink.clone()));
-    let cycle = PollCycle::new(
-        vec![group(1)],
-        Arc::new(InstrumentedTenant(Arc::new(ScriptedTenant::new(10)))),
-        Arc::new(InstrumentedStore(Arc::new(MemoryStore::default()))),
-    );
-    let summary = invoke(&telemetry, &cycle, "inv-local").await.unwrap();
-    assert_eq!(summary.users_in_scope, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("presence.db"), None).await.unwrap());
+    let summary = invoke(&telemetry, &instrumented(&sim, store), "inv-local", 5).await.unwrap();
+    assert_eq!(summary.users_in_scope, 50);
     let lines = console.lines();
     let finished = lines.iter().find(|l| l["message"] == "run finished").expect("summary line");
     assert_eq!(finished["span"]["invocation_id"], "inv-local");

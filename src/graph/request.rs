@@ -8,6 +8,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 use super::GraphError;
@@ -16,6 +17,7 @@ use super::retry::{RetryPolicy, Verdict, parse_retry_after};
 use super::token::TokenSource;
 use crate::config::GraphTuning;
 use crate::cycle::{RunContext, RunMetrics};
+use crate::telemetry::dependency;
 
 /// One logical Graph call (retries included).
 pub struct Call<'a> {
@@ -77,7 +79,10 @@ impl Sender {
                 return Err(deadline(call));
             }
             let bearer = self.tokens.bearer().await?;
-            let step = match self.attempt(call, run, &bearer, fresh_connection, attempt).await? {
+            // One dependency row per HTTP attempt: a 429 and its retry are two rows.
+            let span = dependency::graph_call(call.method.as_str(), call.url, attempt);
+            let exchange = self.attempt(call, run, &bearer, fresh_connection, attempt, &span);
+            let step = match exchange.instrument(span.clone()).await? {
                 Err(Unauthorized) if !refreshed_token => {
                     // An expired or revoked token: one refresh, and that retry is free.
                     refreshed_token = true;
@@ -125,6 +130,7 @@ impl Sender {
         bearer: &HeaderValue,
         fresh_connection: bool,
         attempt: u32,
+        span: &Span,
     ) -> Result<Result<Attempt, Unauthorized>, GraphError> {
         let client_request_id = Uuid::new_v4();
         let client = if fresh_connection { &self.fresh } else { &self.pooled };
@@ -144,10 +150,15 @@ impl Sender {
         };
         let last_attempt = attempt >= self.policy.max_attempts;
         let (status, headers, body) = match tokio::time::timeout_at(run.deadline, exchange).await {
-            Err(_) => return Err(deadline(call)),
+            Err(_) => {
+                let error = deadline(call);
+                dependency::record_failure(span, &error);
+                return Err(error);
+            }
             Ok(Err(e)) => {
                 // Transport failure or timeout: the message names the host and path, never a header.
                 let message = e.without_url().to_string();
+                dependency::record_failure(span, &message);
                 tracing::warn!(operation = call.operation, %client_request_id, attempt, error = %message, "Graph call failed");
                 if last_attempt {
                     return Err(GraphError::Call { operation: call.operation.into(), message });
@@ -157,11 +168,13 @@ impl Sender {
             }
             Ok(Ok(exchange)) => exchange,
         };
+        dependency::record_http_status(span, status.as_u16());
         let verdict = RetryPolicy::verdict(status.as_u16());
         if verdict == Verdict::Success {
             return Ok(Ok(Attempt::Done(body)));
         }
         let request_id = header_text(&headers, "request-id");
+        dependency::record_request_id(span, &request_id);
         let code = error_code(&body);
         if verdict == Verdict::Unauthorized {
             tracing::warn!(operation = call.operation, %client_request_id, request_id, code, "Graph refused the token");
@@ -189,6 +202,7 @@ impl Sender {
         };
         let throttled = status == StatusCode::TOO_MANY_REQUESTS;
         if throttled {
+            dependency::record_retry_after(span, wait);
             tracing::info!(operation = call.operation, retry_after, wait_ms = wait.as_millis() as u64, request_id, %client_request_id, attempt, "Graph throttled the call");
         } else {
             tracing::warn!(operation = call.operation, status = status.as_u16(), code, retry_after, request_id, %client_request_id, attempt, "Graph call failed; retrying");

@@ -14,6 +14,7 @@
 //! The SDK already retries 429 (honouring `x-ms-retry-after-ms`) and 503/408/410 with its own
 //! budgets; this module does not add a second retry loop. It makes retries safe instead.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -31,7 +32,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
+use url::Url;
 
 use super::state::Interner;
 use super::{
@@ -41,6 +43,7 @@ use crate::config::CosmosSettings;
 use crate::cycle::{RunContext, RunMetrics};
 use crate::model::{ChangeRecord, Slot, UserId};
 use crate::privacy::{AuditEntry, Erasure};
+use crate::telemetry::dependency;
 
 const HEAD_ID: &str = "head";
 /// The audit trail of data-subject requests: one small document, appended with `If-Match`
@@ -86,6 +89,18 @@ pub struct CosmosStore {
     description: String,
     tuning: Tuning,
     warm: Mutex<Option<Warm>>,
+    /// What the dependency spans name: account endpoint, database and container names.
+    endpoint: Url,
+    database: String,
+    history_name: String,
+    state_name: String,
+}
+
+/// Which container an operation is on, for its dependency span.
+#[derive(Clone, Copy)]
+enum On {
+    History,
+    State,
 }
 
 /// The state as of one head version.
@@ -217,7 +232,48 @@ impl CosmosStore {
             settings.container,
             settings.state_container
         );
-        Ok(Self { history, state, description, tuning, warm: Mutex::new(None) })
+        Ok(Self {
+            history,
+            state,
+            description,
+            tuning,
+            warm: Mutex::new(None),
+            endpoint: settings.endpoint.clone(),
+            database: settings.database.clone(),
+            history_name: settings.container.clone(),
+            state_name: settings.state_container.clone(),
+        })
+    }
+
+    /// Runs one SDK operation (its own retries included) inside a `cosmos` dependency span that
+    /// records the final status and the request units charged. Per-record history writes are not
+    /// traced: at 100,000 changes a run they would be as many exported rows (see docs/operations.md);
+    /// the `store.record` phase span counts them.
+    async fn traced<R>(
+        &self,
+        operation: &'static str,
+        on: On,
+        work: impl Future<Output = Result<R, CosmosError>>,
+        diagnostics: impl FnOnce(&R) -> Option<Arc<DiagnosticsContext>>,
+    ) -> Result<R, CosmosError> {
+        let container = match on {
+            On::History => &self.history_name,
+            On::State => &self.state_name,
+        };
+        let span = dependency::cosmos_call(operation, &self.database, container, &self.endpoint);
+        let result = work.instrument(span.clone()).await;
+        if !span.is_disabled() {
+            let (status, found) = match &result {
+                Ok(r) => (None, diagnostics(r)),
+                Err(e) => (Some(u16::from(e.status().status_code())), e.diagnostics()),
+            };
+            let charge = found.as_ref().map_or(0.0, |d| f64::from(d.total_request_charge()));
+            let status = status
+                .or_else(|| found.as_ref().and_then(|d| d.status().map(|s| u16::from(s.status_code()))))
+                .unwrap_or(200);
+            dependency::record_cosmos_status(&span, status, charge);
+        }
+        result
     }
 
     fn warm(&self) -> Option<Warm> {
@@ -231,7 +287,8 @@ impl CosmosStore {
     }
 
     async fn read_head(&self, run: &RunContext) -> Result<Option<(Head, Etag)>, StoreError> {
-        match self.state.read_item(HEAD_ID, HEAD_ID, None).await {
+        let read = self.state.read_item(HEAD_ID, HEAD_ID, None);
+        match self.traced("read_item", On::State, read, |r| Some(r.diagnostics())).await {
             Ok(response) => {
                 charge(run, &response.diagnostics());
                 let etag = response.headers().etag().cloned().ok_or_else(|| StoreError::Cosmos {
@@ -292,7 +349,8 @@ impl CosmosStore {
     }
 
     async fn read_shard_if_any(&self, run: &RunContext, id: &str) -> Result<Option<ShardDoc>, StoreError> {
-        match self.state.read_item(id.to_string(), id, None).await {
+        let read = self.state.read_item(id.to_string(), id, None);
+        match self.traced("read_item", On::State, read, |r| Some(r.diagnostics())).await {
             Ok(response) => {
                 charge(run, &response.diagnostics());
                 response.into_model().map(Some).map_err(|e| corrupt(&format!("snapshot shard {id}"), e))
@@ -309,7 +367,8 @@ impl CosmosStore {
     }
 
     async fn upsert_shard(&self, run: &RunContext, shard: &ShardDoc) -> Result<(), StoreError> {
-        match self.state.upsert_item(shard.id.clone(), &shard.id, shard, None).await {
+        let upsert = self.state.upsert_item(shard.id.clone(), &shard.id, shard, None);
+        match self.traced("upsert_item", On::State, upsert, |r| Some(r.diagnostics())).await {
             Ok(response) => {
                 charge(run, &response.diagnostics());
                 Ok(())
@@ -343,10 +402,16 @@ impl CosmosStore {
             .map_err(|e| cosmos_error("query recent history", e))?
             .into_pages();
         let mut count = 0;
-        while let Some(page) = pages.try_next().await.map_err(|e| {
-            charge_error(run, &e);
-            cosmos_error("query recent history", e)
-        })? {
+        loop {
+            let next = pages.try_next();
+            let page = self.traced("query_items", On::History, next, |p| p.as_ref().map(|p| p.diagnostics())).await;
+            let Some(page) = page.map_err(|e| {
+                charge_error(run, &e);
+                cosmos_error("query recent history", e)
+            })?
+            else {
+                break;
+            };
             charge(run, &page.diagnostics());
             for row in page.into_items() {
                 let user = parse_user(&row.user_id)?;
@@ -460,7 +525,8 @@ impl CosmosStore {
         // Surplus shards of a larger earlier snapshot in this bank would keep stale entries.
         for i in shards..previous.other_shards {
             let id = shard_id(bank, i);
-            match self.state.delete_item(id.clone(), &id, None).await {
+            let delete = self.state.delete_item(id.clone(), &id, None);
+            match self.traced("delete_item", On::State, delete, |r| Some(r.diagnostics())).await {
                 Ok(response) => charge(run, &response.diagnostics()),
                 Err(e) if e.status().status_code() == StatusCode::NotFound => charge_error(run, &e),
                 Err(e) => {
@@ -484,9 +550,13 @@ impl CosmosStore {
         let result = match expected {
             Some(etag) => {
                 let options = ItemWriteOptions::default().with_precondition(Precondition::if_match(etag.clone()));
-                self.state.replace_item(HEAD_ID, HEAD_ID, head, Some(options)).await
+                let replace = self.state.replace_item(HEAD_ID, HEAD_ID, head, Some(options));
+                self.traced("replace_item", On::State, replace, |r| Some(r.diagnostics())).await
             }
-            None => self.state.create_item(HEAD_ID, HEAD_ID, head, None).await,
+            None => {
+                let create = self.state.create_item(HEAD_ID, HEAD_ID, head, None);
+                self.traced("create_item", On::State, create, |r| Some(r.diagnostics())).await
+            }
         };
         match result {
             Ok(response) => {

@@ -6,16 +6,19 @@
 //! `http.response.status_code` its result code; any `http.*` attribute makes its type `HTTP`, and
 //! `db.system.name` names the type of a database call. The span status gives `success`.
 //!
-//! Conventions for the Graph client and the store (one span per HTTP request, retries included,
-//! so a 429 and its retry are two rows):
+//! Used by `graph::request` (one span per HTTP attempt, retries included, so a 429 and its retry
+//! are two rows; status, `Retry-After` wait and, on failures, Graph's `request-id`) and by
+//! `store::cosmos` (one span per SDK operation of a run, with its final status and request
+//! charge):
 //! ```ignore
-//! let span = dependency::graph_call("POST /communications/getPresencesByUserId", "POST", &url, attempt);
+//! let span = dependency::graph_call("POST", url, attempt); // named POST /communications/getPresencesByUserId
 //! let response = client.execute(request).instrument(span.clone()).await;
 //! match &response {
 //!     Ok(r) => dependency::record_http_status(&span, r.status().as_u16()),
 //!     Err(e) => dependency::record_failure(&span, e),
 //! }
-//! if throttled { dependency::record_retry_after(&span, retry_after); }
+//! if failed { dependency::record_request_id(&span, request_id); }
+//! if throttled { dependency::record_retry_after(&span, wait); }
 //! ```
 //! Names are low-cardinality templates (`GET /groups/{id}/transitiveMembers`), never a URL with
 //! ids in it; the query string (skip tokens, `$select`) is left out of `url.full`; no user id
@@ -35,24 +38,67 @@ pub const DEPENDENCY_TARGET: &str = "teams_presence::telemetry::dependency";
 /// `db.system.name` of Cosmos DB in the OpenTelemetry semantic conventions.
 pub const COSMOS_DB_SYSTEM: &str = "azure.cosmosdb";
 
-/// One HTTP request to Microsoft Graph. `name` is a template such as
-/// `GET /groups/{id}/transitiveMembers`; `attempt` counts from 1.
-pub fn graph_call(name: &str, method: &str, url: &Url, attempt: u32) -> Span {
-    tracing::info_span!(
+/// One HTTP request to Microsoft Graph (`attempt` counts from 1). The name is a template of the
+/// path ([`graph_name`]); the URL is parsed only when some layer wants the span, so a call costs
+/// next to nothing when nothing is exported.
+pub fn graph_call(method: &str, url: &str, attempt: u32) -> Span {
+    let span = tracing::info_span!(
         target: DEPENDENCY_TARGET,
         "graph",
-        otel.name = name,
+        otel.name = Empty,
         otel.kind = "client",
         otel.status_code = Empty,
         otel.status_description = Empty,
         http.request.method = method,
-        url.full = %without_query(url),
-        server.address = url.host_str().unwrap_or_default(),
-        server.port = url.port_or_known_default().unwrap_or_default(),
+        url.full = Empty,
+        server.address = Empty,
+        server.port = Empty,
         http.response.status_code = Empty,
         retry.attempt = attempt,
         retry_after_s = Empty,
-    )
+        graph.request_id = Empty,
+    );
+    if !span.is_disabled() {
+        match Url::parse(url) {
+            Ok(url) => {
+                span.record("otel.name", graph_name(method, &url).as_str());
+                span.record("url.full", without_query(&url).as_str());
+                span.record("server.address", url.host_str().unwrap_or_default());
+                span.record("server.port", url.port_or_known_default().unwrap_or_default());
+            }
+            Err(_) => {
+                span.record("otel.name", method);
+            }
+        }
+    }
+    span
+}
+
+/// `GET /groups/{id}/transitiveMembers`: the method and the path without the API version, with
+/// every segment that names an object (a GUID, a UPN) replaced by `{id}`, so that dependency rows
+/// group by operation and carry no identifier.
+pub fn graph_name(method: &str, url: &Url) -> String {
+    let mut name = String::with_capacity(64);
+    name.push_str(method);
+    name.push(' ');
+    let segments = url.path_segments().into_iter().flatten().filter(|s| !s.is_empty());
+    for (i, segment) in segments.enumerate() {
+        if i == 0
+            && (segment == "beta" || segment.starts_with('v') && segment[1..].starts_with(|c: char| c.is_ascii_digit()))
+        {
+            continue;
+        }
+        name.push('/');
+        let names_an_object = uuid::Uuid::try_parse(segment).is_ok()
+            || segment.contains('@')
+            || segment.contains('%')
+            || segment.bytes().filter(u8::is_ascii_digit).count() >= 8;
+        name.push_str(if names_an_object { "{id}" } else { segment });
+    }
+    if name.ends_with(' ') {
+        name.push('/');
+    }
+    name
 }
 
 /// One Cosmos DB operation (`operation` such as `upsert_item` or `query_items`) on a container.
@@ -95,6 +141,13 @@ pub fn record_failure(span: &Span, error: &dyn Display) {
     set_outcome(span, false, || error.to_string());
 }
 
+/// Graph's `request-id` response header, which Microsoft support asks for about a failed call.
+pub fn record_request_id(span: &Span, request_id: &str) {
+    if !request_id.is_empty() {
+        span.record("graph.request_id", request_id);
+    }
+}
+
 /// The wait Graph asked for with `Retry-After` on a 429.
 pub fn record_retry_after(span: &Span, wait: Duration) {
     span.record("retry_after_s", wait.as_secs_f64());
@@ -121,6 +174,27 @@ fn without_query(url: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_templates_without_ids_or_query() {
+        let name = |m, u: &str| graph_name(m, &Url::parse(u).unwrap());
+        assert_eq!(
+            name(
+                "GET",
+                "https://graph.microsoft.com/v1.0/groups/6b1c0d2e-0000-4000-8000-000000000001/transitiveMembers?$select=id"
+            ),
+            "GET /groups/{id}/transitiveMembers"
+        );
+        assert_eq!(
+            name("POST", "http://127.0.0.1:8089/v1.0/communications/getPresencesByUserId"),
+            "POST /communications/getPresencesByUserId"
+        );
+        assert_eq!(
+            name("GET", "https://graph.microsoft.com/beta/users/alice@contoso.com/presence"),
+            "GET /users/{id}/presence"
+        );
+        assert_eq!(name("POST", "https://graph.microsoft.com/v1.0/$batch"), "POST /$batch");
+    }
 
     #[test]
     fn url_full_drops_query_fragment_and_credentials() {

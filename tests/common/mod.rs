@@ -7,7 +7,6 @@ pub mod fake_az;
 pub mod graph_sim;
 pub mod handler_process;
 pub mod ingestion;
-pub mod scripted_tenant;
 pub mod store_cases;
 pub mod tls_relay;
 pub mod token_endpoint;
