@@ -141,8 +141,12 @@ async fn each_attempt_sends_its_own_client_request_id_and_failures_log_graphs_re
     assert!(!logs.contains("fixed-test-token"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "current_thread")]
 async fn a_call_that_fails_for_good_names_graphs_request_id_in_its_error() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
     let script = Script::default();
     script.answers.lock().unwrap().extend(std::iter::repeat_n((500, "9a0c1d2e-0000-4000-8000-00000000f0ff"), 20));
     let graph = client(&start(script.clone()).await);
@@ -152,6 +156,11 @@ async fn a_call_that_fails_for_good_names_graphs_request_id_in_its_error() {
     let snapshot = graph.presence(&users, &run).await.unwrap();
 
     assert_eq!(snapshot.unobserved.len(), 3, "the batch failed as a whole");
+    let attempts = script.seen.lock().unwrap().len();
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let said = |message: &str| logs.lines().filter(|l| l.contains(&format!(r#""message":"{message}""#))).count();
+    assert_eq!(said("Graph call failed; retrying"), attempts - 1, "{logs}");
+    assert_eq!(said("Graph call failed; no attempts left"), 1, "{logs}");
     let reason = &snapshot.failed_batches[0].reason;
     assert!(reason.contains("9a0c1d2e-0000-4000-8000-00000000f0ff") && reason.contains("HTTP 500"), "{reason}");
 }

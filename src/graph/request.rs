@@ -205,7 +205,9 @@ impl Sender {
             dependency::record_retry_after(span, wait);
             tracing::info!(operation = call.operation, retry_after, wait_ms = wait.as_millis() as u64, request_id, %client_request_id, attempt, "Graph throttled the call");
         } else {
-            tracing::warn!(operation = call.operation, status = status.as_u16(), code, retry_after, request_id, %client_request_id, attempt, "Graph call failed; retrying");
+            let message =
+                if last_attempt { "Graph call failed; no attempts left" } else { "Graph call failed; retrying" };
+            tracing::warn!(operation = call.operation, status = status.as_u16(), code, retry_after, request_id, %client_request_id, attempt, "{message}");
         }
         if last_attempt {
             return Err(failure());
