@@ -397,10 +397,9 @@ async fn baseline_batch(client: &reqwest::Client, sim: &Sim, users: u64, time_bo
     (done, started.elapsed().as_secs_f64(), throttled.load(Ordering::Relaxed))
 }
 
-fn baseline_json(users: u64, (done, secs, throttled): (u64, f64, u64), requests_per_user: f64) -> Value {
+fn baseline_json(users: u64, (done, secs, throttled): (u64, f64, u64)) -> Value {
     json!({
         "users_read": done, "seconds": secs, "throttled": throttled,
-        "requests": (done as f64 * requests_per_user).round(),
         "projected_full_run_s": if done > 0 { secs * users as f64 / done as f64 } else { f64::INFINITY },
     })
 }
@@ -457,8 +456,8 @@ async fn scenario(settings: &Settings, users: u64) -> Value {
         "sim_peak_rss_mib": sim_peak_rss_kib as f64 / 1024.0,
         "listener_ms": handler_listen_ms(&sim, settings, dir.path()),
         "release_binary_bytes": binary("handler"),
-        "baseline_single_user": baseline_json(users, single, 1.0),
-        "baseline_batch_20": baseline_json(users, batch, 1.0 / 20.0),
+        "baseline_single_user": baseline_json(users, single),
+        "baseline_batch_20": baseline_json(users, batch),
         "store_ru": "SQLite store in this process; Cosmos RU per run: benches/store_ru.rs",
     })
 }
