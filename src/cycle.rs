@@ -141,9 +141,10 @@ impl PollCycle {
 
     pub async fn run(&self, run: &RunContext) -> Result<RunSummary, CycleError> {
         let started = Instant::now();
-        let membership = self.tenant.members(&self.groups, run).await?;
+        // Presence is read while membership is still being paged, so the run's time is taken
+        // when both begin.
         let observed_at = observation_time(Utc::now());
-        let snapshot = self.tenant.presence(&membership.users, run).await?;
+        let (membership, snapshot) = self.tenant.members_and_presence(&self.groups, run).await?;
         // From here on users are known only by their stored id (a pseudonym in that mode).
         let (membership, snapshot) = to_stored_ids(&self.subjects, membership, snapshot);
         let last_known = self.store.last_known(run).await?;

@@ -1,7 +1,8 @@
 //! Runs the Graph simulator as its own process, for local runs and benchmarks.
 //!
 //! Prints one JSON line `{"message":"listening","address":...}` (with the URLs and group ids to
-//! configure) on stdout, then serves until interrupted.
+//! configure) on stdout, then serves until interrupted (SIGINT or SIGTERM). `GET /_sim/counters`
+//! reports what it saw; `POST /_sim/advance-epoch` moves the tenant's presence on.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,6 +23,10 @@ struct Args {
     /// Added to every Graph call, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// A further uniformly random 0..=this many milliseconds per call (benchmarks: 100, so
+    /// calls take 50-150 ms with --latency-ms 50).
+    #[arg(long, default_value_t = 0)]
+    latency_spread_ms: u64,
     /// Presence calls accepted per throttle window before 429s.
     #[arg(long, default_value_t = 1_500)]
     throttle_limit: u32,
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let mut config = SimConfig::standard(args.users)
             .latency(Duration::from_millis(args.latency_ms))
+            .latency_spread(Duration::from_millis(args.latency_spread_ms))
             .throttle(args.throttle_limit, Duration::from_millis(args.throttle_window_ms))
             .max_page_size(args.max_page_size)
             .token_lifetime(Duration::from_secs(args.token_lifetime_s))
@@ -79,8 +85,24 @@ fn main() -> ExitCode {
             "groups": groups.join(","),
         });
         println!("{line}");
-        let _ = tokio::signal::ctrl_c().await;
+        wait_for_stop().await;
         sim.shutdown();
         ExitCode::SUCCESS
     })
+}
+
+/// SIGINT from a terminal, SIGTERM from a benchmark or a service manager.
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -47,10 +47,18 @@ impl GraphClient {
 #[async_trait]
 impl Tenant for GraphClient {
     async fn members(&self, groups: &[GroupId], run: &RunContext) -> Result<Membership, GraphError> {
-        self.transitive_user_members(groups, run).await
+        self.transitive_user_members(groups, run, None).await
     }
 
     async fn presence(&self, users: &[UserId], run: &RunContext) -> Result<PresenceSnapshot, GraphError> {
         self.availability_of(users, run).await
+    }
+
+    async fn members_and_presence(
+        &self,
+        groups: &[GroupId],
+        run: &RunContext,
+    ) -> Result<(Membership, PresenceSnapshot), GraphError> {
+        self.members_with_presence(groups, run).await
     }
 }

@@ -13,6 +13,9 @@ use crate::cycle::{RunContext, RunMetrics};
 use crate::model::{GroupId, UserId};
 
 const OPERATION: &str = "transitiveMembers";
+
+/// Where paging sends each page's user ids as soon as it is read.
+pub(super) type PageSink = tokio::sync::mpsc::UnboundedSender<Vec<UserId>>;
 const USER_TYPE: &str = "#microsoft.graph.user";
 
 #[derive(Deserialize)]
@@ -33,14 +36,18 @@ struct Member<'a> {
 }
 
 impl GraphClient {
+    /// The members of `groups`; with a `sink`, each page's users are also sent there as soon as
+    /// the page is read, so presence can be fetched while later pages are still being paged.
     pub(super) async fn transitive_user_members(
         &self,
         groups: &[GroupId],
         run: &RunContext,
+        sink: Option<PageSink>,
     ) -> Result<Membership, GraphError> {
         let concurrency = self.settings.tuning.group_concurrency.max(1);
+        let sink = sink.as_ref();
         let mut results = futures::stream::iter(groups.iter().copied())
-            .map(|g| async move { (g, self.group_members(g, run).await) })
+            .map(|g| async move { (g, self.group_members(g, run, sink).await) })
             .buffer_unordered(concurrency);
         let mut users = Vec::new();
         let mut unreadable_groups = Vec::new();
@@ -66,7 +73,12 @@ impl GraphClient {
 
     /// Every user in one group, across all pages. A 404 on the first page is retried (a new group
     /// may not have replicated yet), then reported.
-    async fn group_members(&self, group: GroupId, run: &RunContext) -> Result<Vec<UserId>, GraphError> {
+    async fn group_members(
+        &self,
+        group: GroupId,
+        run: &RunContext,
+        sink: Option<&PageSink>,
+    ) -> Result<Vec<UserId>, GraphError> {
         let first = format!("{}/groups/{group}/transitiveMembers?$select=id&$top=999", self.base);
         let mut body = self.first_page(&first, run).await?;
         let mut users = Vec::new();
@@ -76,6 +88,7 @@ impl GraphClient {
                 detail: format!("group {group}: {e}"),
             })?;
             RunMetrics::add(&run.metrics.member_pages, 1);
+            let page_start = users.len();
             for member in &page.value {
                 if member.odata_type.as_deref() != Some(USER_TYPE) {
                     continue;
@@ -84,6 +97,11 @@ impl GraphClient {
                     Ok(id) => users.push(id),
                     Err(_) => tracing::warn!(%group, "a user member has an id that is not a GUID; skipped"),
                 }
+            }
+            if let Some(sink) = sink {
+                // A closed receiver means presence gave up (token or deadline): paging goes on,
+                // and the membership still comes back whole.
+                let _ = sink.send(users[page_start..].to_vec());
             }
             let Some(next) = page.next_link else { break };
             self.check_same_origin(&next)?;

@@ -78,4 +78,17 @@ pub trait Tenant: Send + Sync {
     async fn members(&self, groups: &[GroupId], run: &RunContext) -> Result<Membership, GraphError>;
 
     async fn presence(&self, users: &[UserId], run: &RunContext) -> Result<PresenceSnapshot, GraphError>;
+
+    /// Membership and the presence of every member. This default reads all of membership first;
+    /// the Graph client overlaps the two (presence of the first pages' users while later pages
+    /// are still being read), since at a million users paging alone takes most of a run.
+    async fn members_and_presence(
+        &self,
+        groups: &[GroupId],
+        run: &RunContext,
+    ) -> Result<(Membership, PresenceSnapshot), GraphError> {
+        let membership = self.members(groups, run).await?;
+        let snapshot = self.presence(&membership.users, run).await?;
+        Ok((membership, snapshot))
+    }
 }

@@ -13,6 +13,9 @@ use tokio::time::Instant;
 pub struct Counters {
     pub member_calls: AtomicU64,
     pub presence_calls: AtomicU64,
+    /// Single-user presence reads, direct or as `$batch` items (each counts against the limit).
+    pub user_presence_calls: AtomicU64,
+    pub batch_calls: AtomicU64,
     pub max_ids_per_call: AtomicU64,
     pub throttled: AtomicU64,
     pub tokens_issued: AtomicU64,
@@ -31,6 +34,8 @@ pub struct Counters {
 pub struct CounterSnapshot {
     pub member_calls: u64,
     pub presence_calls: u64,
+    pub user_presence_calls: u64,
+    pub batch_calls: u64,
     pub max_ids_per_call: u64,
     /// Most presence calls that arrived within any one throttle window.
     pub max_presence_calls_in_window: u64,
@@ -79,6 +84,8 @@ impl Counters {
         CounterSnapshot {
             member_calls: get(&self.member_calls),
             presence_calls: get(&self.presence_calls),
+            user_presence_calls: get(&self.user_presence_calls),
+            batch_calls: get(&self.batch_calls),
             max_ids_per_call: get(&self.max_ids_per_call),
             max_presence_calls_in_window: best as u64,
             throttled: get(&self.throttled),

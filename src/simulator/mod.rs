@@ -45,6 +45,9 @@ pub struct SimConfig {
     pub throttle_window: Duration,
     /// Added to every Graph call.
     pub latency: Duration,
+    /// A further uniformly random delay in `0..=latency_spread` per call, so calls of one run do
+    /// not all take the same time (benchmarks use 50 ms + up to 100 ms).
+    pub latency_spread: Duration,
     /// Largest page `transitiveMembers` returns (Graph: 999); lower it to force many pages.
     pub max_page_size: u32,
     /// Share of users whose availability changes at each epoch.
@@ -70,6 +73,7 @@ impl SimConfig {
             throttle_limit: 1_500,
             throttle_window: Duration::from_secs(30),
             latency: Duration::ZERO,
+            latency_spread: Duration::ZERO,
             max_page_size: 999,
             change_rate: 0.1,
             epoch_interval: None,
@@ -106,6 +110,12 @@ impl SimConfig {
 
     pub fn latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
+        self
+    }
+
+    /// Each call waits `latency` plus a uniform random share of `spread`.
+    pub fn latency_spread(mut self, spread: Duration) -> Self {
+        self.latency_spread = spread;
         self
     }
 
@@ -219,6 +229,13 @@ impl Simulator {
 impl Shared {
     fn advance_epoch(&self) -> u64 {
         self.model.write().unwrap_or_else(std::sync::PoisonError::into_inner).advance()
+    }
+
+    /// The service time of one Graph call.
+    fn call_latency(&self) -> Duration {
+        let spread = self.config.latency_spread.as_micros().min(u128::from(u64::MAX)) as u64;
+        let extra = if spread == 0 { 0 } else { rand::random_range(0..=spread) };
+        self.config.latency + Duration::from_micros(extra)
     }
 }
 

@@ -33,6 +33,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(client_credentials_token))
         .route("/v1.0/groups/{id}/transitiveMembers", get(transitive_members))
         .route("/v1.0/communications/getPresencesByUserId", post(presences))
+        .route("/v1.0/users/{id}/presence", get(user_presence))
+        .route("/v1.0/$batch", post(batch))
         .route("/_sim/counters", get(counters))
         .route("/_sim/advance-epoch", post(advance_epoch))
         .with_state(shared)
@@ -208,7 +210,7 @@ async fn transitive_members(
     if let Err(response) = apply_fault(&sim, sim.faults.next(Endpoint::Members)).await {
         return response;
     }
-    tokio::time::sleep(sim.config.latency).await;
+    tokio::time::sleep(sim.call_latency()).await;
     let not_found = || {
         Counters::add(&sim.counters.not_found, 1);
         graph_error(
@@ -278,18 +280,13 @@ async fn presences(
     };
     sim.counters.record_presence(arrived, peer, request.ids.len());
     if let Some(wait) = throttle(&sim, arrived) {
-        Counters::add(&sim.counters.throttled, 1);
-        let mut response = graph_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Too many requests.");
-        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", wait.as_secs_f64())) {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return response;
+        return throttled_response(&sim, wait);
     }
     let drop = match apply_fault(&sim, sim.faults.next(Endpoint::Presence)).await {
         Ok(drop) => drop,
         Err(response) => return response,
     };
-    tokio::time::sleep(sim.config.latency).await;
+    tokio::time::sleep(sim.call_latency()).await;
     if request.ids.len() > MAX_IDS {
         return graph_error(
             StatusCode::BAD_REQUEST,
@@ -318,28 +315,154 @@ async fn presences(
         if sim.missing.contains(&i) {
             continue;
         }
-        let availability = AVAILABILITIES[state[i as usize] as usize];
-        let ooo = i % 17 == 0;
         if !first {
             out.push(',');
         }
         first = false;
-        let _ = write!(
-            out,
-            concat!(
-                r##"{{"@odata.type":"#microsoft.graph.presence","id":"{id}","availability":"{a}","activity":"{act}","##,
-                r##""statusMessage":{{"message":{{"content":"Heads down on the Q3 plan, back at 3","contentType":"text"}},"##,
-                r##""expiryDateTime":{{"dateTime":"9999-12-30T23:00:00.0000000","timeZone":"UTC"}},"publishedDateTime":"2025-06-01T08:00:00.0000000Z"}},"##,
-                r##""outOfOfficeSettings":{{"message":{ooo_message},"isOutOfOffice":{ooo}}},"##,
-                r##""sequenceNumber":"{seq}","workLocation":{{"workLocationType":"office","source":"manual","placeId":null}}}}"##
-            ),
-            id = uuid,
-            a = availability,
-            act = activity(availability),
-            ooo_message = if ooo { "\"On leave until Monday\"" } else { "null" },
-            ooo = ooo,
-            seq = sequence_number(i, epoch),
+        write_presence(&mut out, uuid, i, epoch, &state);
+    }
+    out.push_str("]}");
+    json_response(out)
+}
+
+/// One presence object as Graph serialises it, with the fields the client must drop.
+fn write_presence(out: &mut String, uuid: &Uuid, i: u32, epoch: u64, state: &[u8]) {
+    let availability = AVAILABILITIES[state[i as usize] as usize];
+    let ooo = i.is_multiple_of(17);
+    let _ = write!(
+        out,
+        concat!(
+            r##"{{"@odata.type":"#microsoft.graph.presence","id":"{id}","availability":"{a}","activity":"{act}","##,
+            r##""statusMessage":{{"message":{{"content":"Heads down on the Q3 plan, back at 3","contentType":"text"}},"##,
+            r##""expiryDateTime":{{"dateTime":"9999-12-30T23:00:00.0000000","timeZone":"UTC"}},"publishedDateTime":"2025-06-01T08:00:00.0000000Z"}},"##,
+            r##""outOfOfficeSettings":{{"message":{ooo_message},"isOutOfOffice":{ooo}}},"##,
+            r##""sequenceNumber":"{seq}","workLocation":{{"workLocationType":"office","source":"manual","placeId":null}}}}"##
+        ),
+        id = uuid,
+        a = availability,
+        act = activity(availability),
+        ooo_message = if ooo { "\"On leave until Monday\"" } else { "null" },
+        ooo = ooo,
+        seq = sequence_number(i, epoch),
+    );
+}
+
+/// The single-user presence of `id`: `Ok(json)`, or the status and Graph error to answer.
+fn one_presence(sim: &Shared, id: &str) -> Result<String, (StatusCode, &'static str, String)> {
+    let not_found = || (StatusCode::NOT_FOUND, "Request_ResourceNotFound", format!("User '{id}' was not found."));
+    let uuid = Uuid::try_parse(id).map_err(|_| not_found())?;
+    let index =
+        user_index(&uuid).filter(|&i| i < sim.config.users && !sim.missing.contains(&i)).ok_or_else(not_found)?;
+    let (epoch, state) = sim.model.read().unwrap_or_else(std::sync::PoisonError::into_inner).current();
+    let mut out = String::with_capacity(600);
+    write_presence(&mut out, &uuid, index, epoch, &state);
+    Ok(out)
+}
+
+/// `GET /users/{id}/presence`: what scripts that read one user at a time call. It shares the
+/// presence limit (1,500 calls / 30 s per app per tenant) with `getPresencesByUserId`.
+async fn user_presence(State(sim): Sim, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let arrived = Instant::now();
+    if let Some(denied) = check_token(&sim, &headers) {
+        return denied;
+    }
+    Counters::add(&sim.counters.user_presence_calls, 1);
+    if let Some(wait) = throttle(&sim, arrived) {
+        return throttled_response(&sim, wait);
+    }
+    tokio::time::sleep(sim.call_latency()).await;
+    match one_presence(&sim, &id) {
+        Ok(body) => json_response(body),
+        Err((status, code, message)) => graph_error(status, code, &message),
+    }
+}
+
+fn throttled_response(sim: &Shared, wait: Duration) -> Response {
+    Counters::add(&sim.counters.throttled, 1);
+    let mut response = graph_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Too many requests.");
+    if let Ok(v) = HeaderValue::from_str(&retry_after_seconds(wait)) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+fn retry_after_seconds(wait: Duration) -> String {
+    format!("{:.3}", wait.as_secs_f64())
+}
+
+#[derive(Deserialize)]
+struct BatchRequest {
+    requests: Vec<BatchItem>,
+}
+
+#[derive(Deserialize)]
+struct BatchItem {
+    id: String,
+    method: String,
+    url: String,
+}
+
+/// Graph's documented cap on requests in one JSON batch.
+const MAX_BATCH: usize = 20;
+
+/// `POST /$batch` of `GET /users/{id}/presence` items. As documented, each item is evaluated
+/// against the presence limit on its own: a throttled item gets its own 429 and `Retry-After`
+/// while the batch itself answers 200; more than 20 items or a malformed body is a 400.
+async fn batch(State(sim): Sim, headers: HeaderMap, body: Bytes) -> Response {
+    let arrived = Instant::now();
+    if let Some(denied) = check_token(&sim, &headers) {
+        return denied;
+    }
+    let request: BatchRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return graph_error(StatusCode::BAD_REQUEST, "BadRequest", &format!("Invalid batch payload: {e}")),
+    };
+    if request.requests.len() > MAX_BATCH {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Number of batch request steps exceeds the maximum of 20.",
         );
+    }
+    Counters::add(&sim.counters.batch_calls, 1);
+    tokio::time::sleep(sim.call_latency()).await;
+    let mut out = String::with_capacity(request.requests.len() * 700 + 32);
+    out.push_str(r#"{"responses":["#);
+    for (n, item) in request.requests.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        Counters::add(&sim.counters.user_presence_calls, 1);
+        let path = item.url.trim_start_matches('/');
+        let user = path.strip_prefix("users/").and_then(|rest| rest.strip_suffix("/presence"));
+        let id = serde_json::to_string(&item.id).unwrap_or_else(|_| "\"\"".into());
+        let (status, headers, body) = match (item.method.eq_ignore_ascii_case("GET"), user) {
+            (true, Some(user)) => match throttle(&sim, arrived) {
+                Some(wait) => {
+                    Counters::add(&sim.counters.throttled, 1);
+                    (
+                        429,
+                        format!(r#"{{"Retry-After":"{}"}}"#, retry_after_seconds(wait)),
+                        r#"{"error":{"code":"TooManyRequests","message":"Too many requests."}}"#.to_string(),
+                    )
+                }
+                None => match one_presence(&sim, user) {
+                    Ok(body) => (200, r#"{"Content-Type":"application/json"}"#.to_string(), body),
+                    Err((status, code, message)) => (
+                        status.as_u16(),
+                        "{}".to_string(),
+                        serde_json::json!({"error": {"code": code, "message": message}}).to_string(),
+                    ),
+                },
+            },
+            _ => (
+                400,
+                "{}".to_string(),
+                r#"{"error":{"code":"BadRequest","message":"This simulator batches GET users/{id}/presence only."}}"#
+                    .to_string(),
+            ),
+        };
+        let _ = write!(out, r#"{{"id":{id},"status":{status},"headers":{headers},"body":{body}}}"#);
     }
     out.push_str("]}");
     json_response(out)
