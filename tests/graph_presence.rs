@@ -77,6 +77,14 @@ async fn http_date_retry_after_is_honoured() {
 }
 
 #[tokio::test]
+async fn retry_after_on_a_503_is_honoured_too() {
+    let fault = Fault::Status { status: 503, retry_after: Some(RetryAfter::Seconds(1)) };
+    let (elapsed, _sim, retries) = one_call_after(fault).await;
+    assert!(elapsed >= Duration::from_secs(1) && elapsed < Duration::from_millis(1_900), "{elapsed:?}");
+    assert_eq!(retries, 1);
+}
+
+#[tokio::test]
 async fn server_errors_are_retried_on_a_new_connection() {
     let (_, sim, retries) = one_call_after(Fault::Status { status: 500, retry_after: None }).await;
     let peers = sim.presence_peers();
