@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use common::oracle::{CompletedRun, Figures, compare};
 use teams_presence::cycle::{PollCycle, RunContext, RunSummary};
-use teams_presence::model::{GroupId, Slot, UserId};
+use teams_presence::model::{Slot, UserId};
 use teams_presence::simulator::{Endpoint, Fault, RetryAfter, SimConfig, SimHandle, Simulator, standard_groups};
 use teams_presence::store::HistoryStore;
 use teams_presence::store::sqlite::SqliteStore;
@@ -53,7 +53,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_millis(400);
 
 struct Bench {
     sim: SimHandle,
-    groups: Vec<GroupId>,
     users: Vec<UserId>,
     cycle: PollCycle,
     store: Arc<SqliteStore>,
@@ -67,7 +66,12 @@ impl Bench {
     async fn new(users: u32, db_dir: Option<&std::path::Path>) -> Self {
         // Small pages so that one run reads many member pages (a group can vanish between two);
         // a tight presence throttle so that 429 storms also come from the simulator's own limit.
-        let config = SimConfig::standard(users).max_page_size(50).throttle(30, Duration::from_millis(300));
+        // Tokens live 2 minutes: azure_identity re-fetches a token with 5 minutes or less left, so a
+        // revoked token (a fault below) is replaced on the 401 instead of being served from its cache.
+        let config = SimConfig::standard(users)
+            .max_page_size(50)
+            .throttle(30, Duration::from_millis(300))
+            .token_lifetime(Duration::from_secs(120));
         let sim = Simulator::start(config).await.unwrap();
         let groups = standard_groups()[..3].to_vec();
         let users = sim.expected_users(&groups);
@@ -79,9 +83,9 @@ impl Bench {
         let dir = tempfile::tempdir().unwrap();
         let db = db_dir.unwrap_or(dir.path()).join("presence.db");
         let store = Arc::new(SqliteStore::open(&db, None).await.unwrap());
-        let cycle = PollCycle::new(groups.clone(), Arc::new(client), store.clone() as Arc<dyn HistoryStore>);
+        let cycle = PollCycle::new(groups, Arc::new(client), store.clone() as Arc<dyn HistoryStore>);
         let first_slot = DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z").unwrap().with_timezone(&Utc);
-        Self { sim, groups, users, cycle, store, first_slot, runs: Vec::new(), figures: Figures::default(), _dir: dir }
+        Self { sim, users, cycle, store, first_slot, runs: Vec::new(), figures: Figures::default(), _dir: dir }
     }
 
     /// Runs the slot `index` once; presence then moves on for the next slot.
@@ -115,7 +119,9 @@ impl Bench {
         let figures = Figures { faults_injected: self.figures.faults_injected, runs: self.figures.runs, ..compared };
         println!("{name}: {figures}");
         assert_eq!((figures.lost, figures.duplicated, figures.wrong), (0, 0, 0), "{name}: {figures}");
-        assert!(figures.changes_expected >= self.users.len(), "{name}: every user recorded at least once: {figures}");
+        // More than the first sightings: presence must have moved between runs, or the check
+        // above proves nothing (a revoked token once left every later run reading no group).
+        assert!(figures.changes_expected > self.users.len() * 3 / 2, "{name}: presence barely changed: {figures}");
         figures
     }
 }
@@ -257,10 +263,11 @@ async fn every_fault_kind_alone_keeps_the_history_true() {
     // and the next one records what it missed.
     bench.sim.revoke_tokens();
     bench.inject(Endpoint::Token, Fault::Status { status: 500, retry_after: None }, 8);
-    // The credential retries the endpoint itself, so the run may still get a token; if it
-    // fails, it fails as a whole and names the token.
+    // The credential retries the endpoint itself (with its own backoff, which can outlast the
+    // run's budget), so the run may still get a token, fail naming the token, or reach its
+    // deadline; whichever, it fails as a whole and the oracle below checks nothing was lost.
     if let Err(failed) = bench.run(index).await {
-        assert!(failed.contains("token"), "{failed}");
+        assert!(failed.contains("token") || failed.contains("deadline"), "{failed}");
     }
     index += 1;
     while bench.run(index).await.is_err() {
