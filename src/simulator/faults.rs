@@ -8,6 +8,9 @@ use std::time::Duration;
 pub enum Endpoint {
     Members,
     Presence,
+    /// Both token endpoints (managed identity and client credentials): a failing identity
+    /// endpoint, as when the platform's token service is down or slow.
+    Token,
 }
 
 /// How a throttled or unavailable response says when to come back.
@@ -34,12 +37,16 @@ pub enum Fault {
     Truncated,
     /// A normal presence answer missing this many of the ids asked for.
     DropIds(usize),
+    /// The normal answer, unchanged: queued before another fault it makes that fault hit a later
+    /// call (a group deleted between two pages of one run: `Pass`, then a 404).
+    Pass,
 }
 
 #[derive(Default)]
 pub struct FaultQueue {
     members: Mutex<VecDeque<Fault>>,
     presence: Mutex<VecDeque<Fault>>,
+    token: Mutex<VecDeque<Fault>>,
 }
 
 impl FaultQueue {
@@ -47,6 +54,7 @@ impl FaultQueue {
         match endpoint {
             Endpoint::Members => &self.members,
             Endpoint::Presence => &self.presence,
+            Endpoint::Token => &self.token,
         }
     }
 

@@ -86,6 +86,9 @@ async fn managed_identity_token(
     if secret != Some(sim.config.identity_header.as_str()) {
         return (StatusCode::UNAUTHORIZED, "missing or wrong X-IDENTITY-HEADER").into_response();
     }
+    if let Err(response) = apply_fault(&sim, sim.faults.next(Endpoint::Token)).await {
+        return response;
+    }
     if query.get("api-version").map(String::as_str) != Some("2019-08-01") {
         return (StatusCode::BAD_REQUEST, "api-version must be 2019-08-01").into_response();
     }
@@ -132,6 +135,9 @@ async fn client_credentials_token(
     };
     if !accepted {
         return entra_error(StatusCode::UNAUTHORIZED, "invalid_client", "invalid client secret");
+    }
+    if let Err(response) = apply_fault(&sim, sim.faults.next(Endpoint::Token)).await {
+        return response;
     }
     let (token, _) = issue_token(&sim);
     let expires_in = sim.config.token_lifetime.as_secs();
@@ -194,6 +200,7 @@ async fn apply_fault(sim: &Shared, fault: Option<Fault>) -> Result<usize, Respon
         Some(Fault::Malformed) => Err(json_response("<html><body>upstream connect error</body></html>".into())),
         Some(Fault::Truncated) => Err(json_response(r#"{"value":[{"id":"5eed0000-0000-4000-8000-0000"#.into())),
         Some(Fault::DropIds(n)) => Ok(n),
+        Some(Fault::Pass) => Ok(0),
     }
 }
 
