@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use chrono::Utc;
+use common::graph_sim::FixedToken;
 use proptest::prelude::*;
 use teams_presence::config::{Config, RawSettings, parse_groups};
 use teams_presence::cycle::RunContext;
@@ -177,21 +178,6 @@ async fn presence_server(body: Arc<Vec<u8>>) -> String {
     let base = format!("http://{}/v1.0", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     base
-}
-
-#[derive(Debug)]
-struct FixedToken;
-
-#[async_trait::async_trait]
-impl azure_core::credentials::TokenCredential for FixedToken {
-    async fn get_token(
-        &self,
-        _: &[&str],
-        _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
-    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
-        let expires = azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1);
-        Ok(azure_core::credentials::AccessToken::new("fixed-test-token", expires))
-    }
 }
 
 /// Presence bodies: random JSON, and near-misses of the real shape.

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::graph_sim::{client, managed_identity, run, settings};
+use common::log_capture::capture;
 use teams_presence::graph::Tenant;
 use teams_presence::graph::client::GraphClient;
 use teams_presence::simulator::{Endpoint, Fault, GroupSpec, SimConfig, Simulator, standard_groups, user_id};
@@ -58,29 +57,9 @@ async fn a_refused_token_is_refreshed_once() {
     assert_eq!((counters.unauthorized, counters.tokens_issued), (1, 2));
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn no_log_line_of_a_run_contains_the_access_token() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture(tracing::Level::TRACE);
 
     let [a, ..] = standard_groups();
     let config = SimConfig::new(1_000).group(GroupSpec::new(a).users(0..1_000).others(5)).max_page_size(100);
@@ -99,7 +78,7 @@ async fn no_log_line_of_a_run_contains_the_access_token() {
 
     let tokens = sim.issued_tokens();
     assert!(!tokens.is_empty());
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.lines().count() > 10, "the run logged: {logs}");
     for token in &tokens {
         assert!(!logs.contains(token.as_str()), "a token reached the logs");

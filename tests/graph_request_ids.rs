@@ -2,34 +2,24 @@
 //! logs it beside the `request-id` Graph answered with, which is what Microsoft support asks for.
 //! A scripted Graph endpoint records what it was sent; the production client talks to it.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
-use azure_core::time::{Duration as CoreDuration, OffsetDateTime};
 use chrono::Utc;
+use common::graph_sim::{FIXED_TOKEN, FixedToken};
+use common::log_capture::capture;
 use teams_presence::config::{GraphSettings, GraphTuning};
 use teams_presence::cycle::RunContext;
 use teams_presence::graph::Tenant;
 use teams_presence::graph::client::GraphClient;
 use teams_presence::model::{Slot, UserId};
-
-/// A fixed token: this test is about request ids; the token paths are tested in graph_auth.rs.
-#[derive(Debug)]
-struct FixedToken;
-
-#[async_trait]
-impl TokenCredential for FixedToken {
-    async fn get_token(&self, _: &[&str], _: Option<TokenRequestOptions<'_>>) -> azure_core::Result<AccessToken> {
-        Ok(AccessToken::new("fixed-test-token", OffsetDateTime::now_utc() + CoreDuration::hours(1)))
-    }
-}
 
 #[derive(Clone, Default)]
 struct Script {
@@ -84,29 +74,13 @@ fn client(base: &str) -> GraphClient {
     GraphClient::new(&settings, Arc::new(FixedToken)).unwrap()
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn is_uuid(text: &str) -> bool {
     uuid::Uuid::try_parse(text).is_ok()
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn each_attempt_sends_its_own_client_request_id_and_failures_log_graphs_request_id() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture(tracing::Level::INFO);
     let script = Script::default();
     script
         .answers
@@ -124,7 +98,7 @@ async fn each_attempt_sends_its_own_client_request_id_and_failures_log_graphs_re
     assert_eq!(seen.len(), 3, "two failures and the success");
     assert!(seen.iter().all(|id| is_uuid(id)), "{seen:?}");
     assert!(seen[0] != seen[1] && seen[1] != seen[2], "a new client-request-id per attempt: {seen:?}");
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let failures: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -138,15 +112,12 @@ async fn each_attempt_sends_its_own_client_request_id_and_failures_log_graphs_re
         assert_eq!(event["fields"]["client_request_id"], sent.as_str(), "{event}");
         assert_eq!(event["fields"]["request_id"], answered, "{event}");
     }
-    assert!(!logs.contains("fixed-test-token"));
+    assert!(!logs.contains(FIXED_TOKEN));
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_call_that_fails_for_good_names_graphs_request_id_in_its_error() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture(tracing::Level::INFO);
     let script = Script::default();
     script.answers.lock().unwrap().extend(std::iter::repeat_n((500, "9a0c1d2e-0000-4000-8000-00000000f0ff"), 20));
     let graph = client(&start(script.clone()).await);
@@ -157,7 +128,7 @@ async fn a_call_that_fails_for_good_names_graphs_request_id_in_its_error() {
 
     assert_eq!(snapshot.unobserved.len(), 3, "the batch failed as a whole");
     let attempts = script.seen.lock().unwrap().len();
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let said = |message: &str| logs.lines().filter(|l| l.contains(&format!(r#""message":"{message}""#))).count();
     assert_eq!(said("Graph call failed; retrying"), attempts - 1, "{logs}");
     assert_eq!(said("Graph call failed; no attempts left"), 1, "{logs}");

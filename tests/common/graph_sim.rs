@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use azure_core::credentials::TokenCredential;
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use chrono::Utc;
 use teams_presence::config::{GraphSettings, GraphTuning};
 use teams_presence::cycle::RunContext;
@@ -58,4 +58,19 @@ pub fn client(sim: &SimHandle, settings: &GraphSettings) -> GraphClient {
 
 pub fn run(budget: Duration) -> RunContext {
     RunContext::new("test-run", Slot::new(Utc::now()), budget)
+}
+
+/// A fixed token, for the production client against a scripted Graph endpoint in tests that are
+/// not about tokens (the token paths are tested against the simulator in graph_auth.rs).
+#[derive(Debug)]
+pub struct FixedToken;
+
+pub const FIXED_TOKEN: &str = "fixed-test-token";
+
+#[async_trait::async_trait]
+impl TokenCredential for FixedToken {
+    async fn get_token(&self, _: &[&str], _: Option<TokenRequestOptions<'_>>) -> azure_core::Result<AccessToken> {
+        let expires = azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1);
+        Ok(AccessToken::new(FIXED_TOKEN, expires))
+    }
 }

@@ -7,6 +7,7 @@ pub mod fake_az;
 pub mod graph_sim;
 pub mod handler_process;
 pub mod ingestion;
+pub mod log_capture;
 pub mod oracle;
 pub mod store_cases;
 pub mod tls_relay;
