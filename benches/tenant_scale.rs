@@ -6,6 +6,7 @@
 //! (time box of each baseline, default 20), `TENANT_SCALE_BIN_DIR` (default `target/release`),
 //! `TENANT_SCALE_LATENCY_MS` / `TENANT_SCALE_SPREAD_MS` (per-call latency 50 + 0..=100 ms).
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -280,121 +281,136 @@ fn retry_after(value: Option<&str>) -> Duration {
     Duration::from_secs_f64(value.and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(1.0).clamp(0.0, 60.0))
 }
 
-/// Presence one user at a time (`GET /users/{id}/presence`), honouring 429's Retry-After as a
-/// careful script does, for at most `time_box`. Returns (users read, seconds, 429s).
-async fn baseline_single(client: &reqwest::Client, sim: &Sim, users: u64, time_box: Duration) -> (u64, f64, u64) {
+/// What every worker of a baseline shares.
+struct Baseline {
+    client: reqwest::Client,
+    bearer: String,
+    base_url: String,
+    /// The next user index to read.
+    next: AtomicU64,
+    users: u64,
+    throttled: AtomicU64,
+    /// End of the time box.
+    end: Instant,
+}
+
+impl Baseline {
+    fn left(&self) -> Duration {
+        self.end.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Runs `worker` on `BASELINE_CONCURRENCY` tasks for at most `time_box` after the token is
+/// fetched; each returns the users it read. Returns (users read, seconds, 429s).
+async fn run_baseline<W, F>(
+    client: &reqwest::Client,
+    sim: &Sim,
+    users: u64,
+    time_box: Duration,
+    worker: W,
+) -> (u64, f64, u64)
+where
+    W: Fn(Arc<Baseline>) -> F,
+    F: Future<Output = u64> + Send + 'static,
+{
     let bearer = format!("Bearer {}", token(client, sim).await);
-    let next = Arc::new(AtomicU64::new(0));
-    let throttled = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let end = started + time_box;
-    let workers: Vec<_> = (0..BASELINE_CONCURRENCY)
-        .map(|_| {
-            let (client, bearer, next, throttled) = (client.clone(), bearer.clone(), next.clone(), throttled.clone());
-            let base = sim.base_url.clone();
-            tokio::spawn(async move {
-                let mut done = 0u64;
-                'users: loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= users {
-                        break;
-                    }
-                    loop {
-                        if Instant::now() >= end {
-                            break 'users;
-                        }
-                        let url = format!("{base}/users/{}/presence", user_id(i as u32));
-                        let Ok(r) = client.get(&url).header("Authorization", &bearer).send().await else { continue };
-                        if r.status() == 429 {
-                            throttled.fetch_add(1, Ordering::Relaxed);
-                            let wait = retry_after(r.headers().get("retry-after").and_then(|v| v.to_str().ok()));
-                            tokio::time::sleep(wait.min(end.saturating_duration_since(Instant::now()))).await;
-                            continue;
-                        }
-                        let _ = r.bytes().await;
-                        done += 1;
-                        break;
-                    }
-                }
-                done
-            })
-        })
-        .collect();
+    let shared = Arc::new(Baseline {
+        client: client.clone(),
+        bearer,
+        base_url: sim.base_url.clone(),
+        next: AtomicU64::new(0),
+        users,
+        throttled: AtomicU64::new(0),
+        end: started + time_box,
+    });
+    let workers: Vec<_> = (0..BASELINE_CONCURRENCY).map(|_| tokio::spawn(worker(shared.clone()))).collect();
     let mut done = 0;
     for w in workers {
         done += w.await.unwrap();
     }
-    (done, started.elapsed().as_secs_f64(), throttled.load(Ordering::Relaxed))
+    (done, started.elapsed().as_secs_f64(), shared.throttled.load(Ordering::Relaxed))
+}
+
+/// Presence one user at a time (`GET /users/{id}/presence`), honouring 429's Retry-After as a
+/// careful script does, for at most `time_box`. Returns (users read, seconds, 429s).
+async fn baseline_single(client: &reqwest::Client, sim: &Sim, users: u64, time_box: Duration) -> (u64, f64, u64) {
+    run_baseline(client, sim, users, time_box, |b| async move {
+        let mut done = 0u64;
+        'users: loop {
+            let i = b.next.fetch_add(1, Ordering::Relaxed);
+            if i >= b.users {
+                break;
+            }
+            loop {
+                if Instant::now() >= b.end {
+                    break 'users;
+                }
+                let url = format!("{}/users/{}/presence", b.base_url, user_id(i as u32));
+                let Ok(r) = b.client.get(&url).header("Authorization", &b.bearer).send().await else { continue };
+                if r.status() == 429 {
+                    b.throttled.fetch_add(1, Ordering::Relaxed);
+                    let wait = retry_after(r.headers().get("retry-after").and_then(|v| v.to_str().ok()));
+                    tokio::time::sleep(wait.min(b.left())).await;
+                    continue;
+                }
+                let _ = r.bytes().await;
+                done += 1;
+                break;
+            }
+        }
+        done
+    })
+    .await
 }
 
 /// JSON `$batch` of 20 `GET /users/{id}/presence`; throttled items are retried together after the
 /// longest `Retry-After`, as Graph's guidance says. Returns (users read, seconds, 429 items).
 async fn baseline_batch(client: &reqwest::Client, sim: &Sim, users: u64, time_box: Duration) -> (u64, f64, u64) {
-    let bearer = format!("Bearer {}", token(client, sim).await);
-    let next = Arc::new(AtomicU64::new(0));
-    let throttled = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let end = started + time_box;
-    let workers: Vec<_> = (0..BASELINE_CONCURRENCY)
-        .map(|_| {
-            let (client, bearer, next, throttled) = (client.clone(), bearer.clone(), next.clone(), throttled.clone());
-            let url = format!("{}/$batch", sim.base_url);
-            tokio::spawn(async move {
-                let mut done = 0u64;
-                'batches: loop {
-                    let first = next.fetch_add(20, Ordering::Relaxed);
-                    if first >= users {
-                        break;
-                    }
-                    let mut pending: Vec<u64> = (first..(first + 20).min(users)).collect();
-                    while !pending.is_empty() {
-                        if Instant::now() >= end {
-                            break 'batches;
-                        }
-                        let requests: Vec<Value> = pending
-                            .iter()
-                            .map(|i| {
-                                json!({"id": i.to_string(), "method": "GET",
-                                            "url": format!("/users/{}/presence", user_id(*i as u32))})
-                            })
-                            .collect();
-                        let Ok(r) = client
-                            .post(&url)
-                            .header("Authorization", &bearer)
-                            .json(&json!({ "requests": requests }))
-                            .send()
-                            .await
-                        else {
-                            continue;
-                        };
-                        let v: Value = r.json().await.unwrap_or(Value::Null);
-                        let mut again = Vec::new();
-                        let mut wait = Duration::ZERO;
-                        for item in v["responses"].as_array().into_iter().flatten() {
-                            let id: u64 = item["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-                            if item["status"] == 429 {
-                                throttled.fetch_add(1, Ordering::Relaxed);
-                                wait = wait.max(retry_after(item["headers"]["Retry-After"].as_str()));
-                                again.push(id);
-                            } else {
-                                done += 1;
-                            }
-                        }
-                        pending = again;
-                        if !pending.is_empty() {
-                            tokio::time::sleep(wait.min(end.saturating_duration_since(Instant::now()))).await;
-                        }
+    run_baseline(client, sim, users, time_box, |b| async move {
+        let url = format!("{}/$batch", b.base_url);
+        let mut done = 0u64;
+        'batches: loop {
+            let first = b.next.fetch_add(20, Ordering::Relaxed);
+            if first >= b.users {
+                break;
+            }
+            let mut pending: Vec<u64> = (first..(first + 20).min(b.users)).collect();
+            while !pending.is_empty() {
+                if Instant::now() >= b.end {
+                    break 'batches;
+                }
+                let requests: Vec<Value> = pending
+                    .iter()
+                    .map(|i| json!({"id": i.to_string(), "method": "GET", "url": format!("/users/{}/presence", user_id(*i as u32))}))
+                    .collect();
+                let Ok(r) =
+                    b.client.post(&url).header("Authorization", &b.bearer).json(&json!({ "requests": requests })).send().await
+                else {
+                    continue;
+                };
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                let mut again = Vec::new();
+                let mut wait = Duration::ZERO;
+                for item in v["responses"].as_array().into_iter().flatten() {
+                    let id: u64 = item["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    if item["status"] == 429 {
+                        b.throttled.fetch_add(1, Ordering::Relaxed);
+                        wait = wait.max(retry_after(item["headers"]["Retry-After"].as_str()));
+                        again.push(id);
+                    } else {
+                        done += 1;
                     }
                 }
-                done
-            })
-        })
-        .collect();
-    let mut done = 0;
-    for w in workers {
-        done += w.await.unwrap();
-    }
-    (done, started.elapsed().as_secs_f64(), throttled.load(Ordering::Relaxed))
+                pending = again;
+                if !pending.is_empty() {
+                    tokio::time::sleep(wait.min(b.left())).await;
+                }
+            }
+        }
+        done
+    })
+    .await
 }
 
 fn baseline_json(users: u64, (done, secs, throttled): (u64, f64, u64)) -> Value {
