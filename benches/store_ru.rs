@@ -44,8 +44,9 @@ async fn run_once(store: &dyn HistoryStore, run: i64, changes: Vec<(UserId, Avai
         departed: Vec::new(),
         observed_at,
     };
-    let outcome = store.record(&context, &plan).await.expect("record");
-    assert_eq!(outcome.written, plan.changes.len());
+    let planned = plan.changes.len();
+    let outcome = store.record(&context, plan).await.expect("record");
+    assert_eq!(outcome.written, planned);
     Run {
         ru: context.metrics.store_request_milli_units.load(Ordering::Relaxed) as f64 / 1000.0,
         changes: outcome.written,

@@ -1,11 +1,13 @@
 //! Wiring: builds the production Graph client, credential and store from the configuration.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{Config, StoreConfig, StoreSettings};
 use crate::cycle::PollCycle;
-use crate::graph::GraphError;
 use crate::graph::client::GraphClient;
+use crate::graph::reuse::MembershipReuse;
+use crate::graph::{GraphError, Tenant};
 use crate::identity::{self, IdentityError};
 use crate::privacy::Rights;
 use crate::store::{self, HistoryStore, StoreError};
@@ -23,13 +25,18 @@ pub enum InitError {
 
 pub async fn build_cycle(config: &Config) -> Result<PollCycle, InitError> {
     let credential = identity::credential()?;
-    let tenant = GraphClient::new(&config.graph, credential.clone())?;
+    let tenant = tenant(GraphClient::new(&config.graph, credential.clone())?, config.membership_inline_limit);
     let store = store::open(&config.store, config.retention(), Some(credential)).await?;
-    // The wrappers time each Graph and store phase of a run as a span (exported when App
-    // Insights is configured, free otherwise).
-    let tenant = Arc::new(InstrumentedTenant(Arc::new(tenant)));
     let store = Arc::new(InstrumentedStore(store));
     Ok(PollCycle::new(config.groups.clone(), tenant, store).with_privacy(config.subjects.clone(), config.retention()))
+}
+
+/// The tenant as runs see it: the Graph client, its phases timed as spans (exported when App
+/// Insights is configured, free otherwise), and slow membership reused between runs. Reuse sits
+/// outside the spans, so that a background membership read is timed as a `graph.members` phase.
+pub fn tenant(graph: GraphClient, membership_inline_limit: Duration) -> Arc<dyn Tenant> {
+    let instrumented = Arc::new(InstrumentedTenant(Arc::new(graph)));
+    Arc::new(MembershipReuse::new(instrumented, membership_inline_limit))
 }
 
 /// The store alone, for admin commands; a credential is built only when Cosmos DB needs one.

@@ -24,9 +24,14 @@ pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
 pub const DEFAULT_LOCAL_PORT: u16 = 8080;
 pub const DEFAULT_RUN_DEADLINE_SECONDS: u64 = 240;
 pub const DEFAULT_PRESENCE_CONCURRENCY: usize = 8;
-/// Graph documents 1,500 presence calls per 30 s per app per tenant; staying below it leaves room
-/// for other callers that share the app registration and for a manual re-run.
-pub const DEFAULT_PRESENCE_CALLS_PER_30S: u32 = 1_200;
+/// Graph documents 1,500 presence calls per 30 s per app per tenant, and the app is the Function
+/// App's own managed identity, which nothing else uses; the limiter's window is 2% longer than
+/// Graph's, for arrivals that trail their starts. A manual `poll-once` beside the timer can still
+/// meet 429s, which are retried.
+pub const DEFAULT_PRESENCE_CALLS_PER_30S: u32 = 1_500;
+/// Reading membership in a run is kept while it takes at most this long (see
+/// `graph::reuse`); a minute of paging at a million users is what makes reuse worth its lag.
+pub const DEFAULT_MEMBERSHIP_INLINE_LIMIT_SECONDS: u64 = 20;
 pub const DEFAULT_RETENTION_DAYS: u32 = 90;
 
 /// The raw settings, as clap collects them from flags and environment variables.
@@ -65,6 +70,10 @@ pub struct RawSettings {
     /// Client-side cap on presence calls per 30 seconds.
     #[arg(long, global = true, env = "PRESENCE_CALLS_PER_30S")]
     pub presence_calls_per_30s: Option<String>,
+    /// Seconds of membership paging beyond which runs reuse the membership read in the background
+    /// during the previous run instead of reading it themselves (0: always reuse).
+    #[arg(long, global = true, env = "MEMBERSHIP_INLINE_LIMIT_SECONDS")]
+    pub membership_inline_limit_seconds: Option<String>,
     /// Days history is kept.
     #[arg(long, global = true, env = "RETENTION_DAYS")]
     pub retention_days: Option<String>,
@@ -81,6 +90,8 @@ pub struct Config {
     pub store: StoreSettings,
     pub schedule: String,
     pub run_deadline: Duration,
+    /// Membership paging that takes longer than this is done in the background for the next run.
+    pub membership_inline_limit: Duration,
     pub retention_days: u32,
     pub subjects: Subjects,
 }
@@ -284,6 +295,15 @@ impl Config {
                 1..=1_500,
             ),
         );
+        let membership_inline_limit = collect(
+            &mut errors,
+            parse_number(
+                "MEMBERSHIP_INLINE_LIMIT_SECONDS",
+                raw.membership_inline_limit_seconds.as_deref(),
+                DEFAULT_MEMBERSHIP_INLINE_LIMIT_SECONDS,
+                0..=3_600,
+            ),
+        );
         let retention_days = collect(
             &mut errors,
             parse_number("RETENTION_DAYS", raw.retention_days.as_deref(), DEFAULT_RETENTION_DAYS, 1..=3_650),
@@ -298,6 +318,7 @@ impl Config {
             run_deadline,
             presence_concurrency,
             presence_calls_per_30s,
+            membership_inline_limit,
             retention_days,
             schedule,
             subjects,
@@ -309,6 +330,7 @@ impl Config {
                 Some(run_deadline),
                 Some(presence_concurrency),
                 Some(presence_calls_per_30s),
+                Some(membership_inline_limit),
                 Some(retention_days),
                 Some(schedule),
                 Some(subjects),
@@ -323,6 +345,7 @@ impl Config {
                 store,
                 schedule,
                 run_deadline: Duration::from_secs(run_deadline),
+                membership_inline_limit: Duration::from_secs(membership_inline_limit),
                 retention_days,
                 subjects,
             }),
@@ -346,7 +369,8 @@ impl Config {
         };
         format!(
             "groups ({}): {}\ngraph: {} (token scope {})\nstore: {}\nschedule: {}\nrun deadline: {} s\n\
-             presence: {} calls in flight, at most {} calls / 30 s\nretention: {} days\nuser ids stored: {}",
+             presence: {} calls in flight, at most {} calls / 30 s\nmembership: read in each run while paging takes \
+             at most {} s\nretention: {} days\nuser ids stored: {}",
             groups.len(),
             groups.join(", "),
             self.graph.base_url,
@@ -356,6 +380,7 @@ impl Config {
             self.run_deadline.as_secs(),
             self.graph.presence_concurrency,
             self.graph.presence_calls_per_30s,
+            self.membership_inline_limit.as_secs(),
             self.retention_days,
             if self.subjects.is_pseudonymous() {
                 "as keyed pseudonyms (USER_ID_PSEUDONYM_KEY is set)"
@@ -628,6 +653,7 @@ mod tests {
             run_deadline_seconds: Some("5".into()),
             presence_concurrency: Some("many".into()),
             presence_calls_per_30s: Some("2000".into()),
+            membership_inline_limit_seconds: Some("1.5".into()),
             retention_days: Some("-1".into()),
             poll_schedule: Some("*/5 * *".into()),
             ..RawSettings::default()
@@ -643,6 +669,7 @@ mod tests {
                 "RUN_DEADLINE_SECONDS",
                 "PRESENCE_CONCURRENCY",
                 "PRESENCE_CALLS_PER_30S",
+                "MEMBERSHIP_INLINE_LIMIT_SECONDS",
                 "RETENTION_DAYS",
                 "POLL_SCHEDULE"
             ]

@@ -78,6 +78,14 @@ pub struct RunSummary {
     pub throttle_wait_ms: u64,
     pub retries: u64,
     pub store_request_units: f64,
+    /// Membership and presence (overlapped).
+    pub graph_ms: u64,
+    /// Loading the last-known state; it overlaps the Graph phase, so it is not part of the sum.
+    pub store_read_ms: u64,
+    /// Change detection and the store write, after the Graph phase.
+    pub record_ms: u64,
+    /// Zero when the run read membership; otherwise how old the membership it reused was.
+    pub membership_age_ms: u64,
     pub duration_ms: u64,
 }
 
@@ -87,7 +95,7 @@ impl RunSummary {
         format!(
             "run slot={} users={} observed={} unobserved={} changes={} already_recorded={} departed={} \
              unreadable_groups={} presence_calls={} member_pages={} throttled={} throttle_wait_ms={} retries={} \
-             store_ru={:.2} duration_ms={}",
+             store_ru={:.2} graph_ms={} store_read_ms={} record_ms={} membership_age_ms={} duration_ms={}",
             self.slot,
             self.users_in_scope,
             self.observed,
@@ -102,6 +110,10 @@ impl RunSummary {
             self.throttle_wait_ms,
             self.retries,
             self.store_request_units,
+            self.graph_ms,
+            self.store_read_ms,
+            self.record_ms,
+            self.membership_age_ms,
             self.duration_ms,
         )
     }
@@ -144,10 +156,16 @@ impl PollCycle {
         // Presence is read while membership is still being paged, so the run's time is taken
         // when both begin.
         let observed_at = observation_time(Utc::now());
-        let (membership, snapshot) = self.tenant.members_and_presence(&self.groups, run).await?;
+        // The state is loaded while Graph is read: at a million users either can take seconds,
+        // and neither needs the other.
+        let graph = timed(self.tenant.members_and_presence(&self.groups, run));
+        let state = timed(self.store.last_known(run));
+        let ((graphed, graph_ms), (last_known, store_read_ms)) = tokio::join!(graph, state);
+        let (membership, snapshot) = graphed?;
+        let last_known = last_known?;
+        let recording = Instant::now();
         // From here on users are known only by their stored id (a pseudonym in that mode).
         let (membership, snapshot) = to_stored_ids(&self.subjects, membership, snapshot);
-        let last_known = self.store.last_known(run).await?;
         let expired_before = self.retention.map(|r| r.cutoff(observed_at));
         let plan = plan_changes(&last_known, &membership, &snapshot, observed_at, expired_before);
         // Released before recording, so the store can advance its state in place without a copy.
@@ -161,28 +179,66 @@ impl PollCycle {
         for user in &plan.departed {
             debug!(%user, "left scope: no longer tracked");
         }
-        let outcome = self.store.record(run, &plan).await?;
+        let seen = Seen::of(&membership, &snapshot, &plan);
+        // At a million users the Graph view is ~50 MB: it is not held while the store writes.
+        drop((snapshot, membership));
+        let outcome = self.store.record(run, plan).await?;
+        let record_ms = recording.elapsed().as_millis() as u64;
 
         let m = &run.metrics;
         Ok(RunSummary {
             slot: run.slot,
             observed_at,
-            users_in_scope: membership.users.len(),
-            observed: snapshot.observations.len(),
-            unobserved: snapshot.unobserved.len(),
+            users_in_scope: seen.users_in_scope,
+            observed: seen.observed,
+            unobserved: seen.unobserved,
             changes: outcome.written,
             already_recorded: outcome.already_recorded,
-            departed: plan.departed.len(),
-            unreadable_groups: membership.unreadable_groups.len(),
+            departed: seen.departed,
+            unreadable_groups: seen.unreadable_groups,
             member_pages: RunMetrics::get(&m.member_pages),
             presence_calls: RunMetrics::get(&m.presence_calls),
             throttled: RunMetrics::get(&m.throttled),
             throttle_wait_ms: RunMetrics::get(&m.throttle_wait_ms),
             retries: RunMetrics::get(&m.retries),
             store_request_units: RunMetrics::get(&m.store_request_milli_units) as f64 / 1000.0,
+            graph_ms,
+            store_read_ms,
+            record_ms,
+            membership_age_ms: seen.membership_age.as_millis() as u64,
             duration_ms: started.elapsed().as_millis() as u64,
         })
     }
+}
+
+/// What a run's summary reports of its Graph view and plan, kept once both are released.
+struct Seen {
+    users_in_scope: usize,
+    observed: usize,
+    unobserved: usize,
+    departed: usize,
+    unreadable_groups: usize,
+    membership_age: Duration,
+}
+
+impl Seen {
+    fn of(membership: &Membership, snapshot: &PresenceSnapshot, plan: &RecordPlan) -> Self {
+        Self {
+            users_in_scope: membership.users.len(),
+            observed: snapshot.observations.len(),
+            unobserved: snapshot.unobserved.len(),
+            departed: plan.departed.len(),
+            unreadable_groups: membership.unreadable_groups.len(),
+            membership_age: membership.age,
+        }
+    }
+}
+
+/// A future's output and how long it took, in milliseconds.
+async fn timed<T>(work: impl std::future::Future<Output = T>) -> (T, u64) {
+    let started = Instant::now();
+    let output = work.await;
+    (output, started.elapsed().as_millis() as u64)
 }
 
 /// Stored timestamps have millisecond precision; the run's time is cut to it once, so what is
@@ -308,7 +364,7 @@ mod tests {
                 .collect::<Vec<_>>();
             let unobserved = users.iter().filter(|u| !observations.iter().any(|o| o.user_id == **u)).copied().collect();
             *self.now.lock().unwrap() = (
-                Membership { users, unreadable_groups },
+                Membership { users, unreadable_groups, ..Membership::default() },
                 PresenceSnapshot { observations, unobserved, ..Default::default() },
             );
         }
@@ -337,7 +393,7 @@ mod tests {
             Ok(Arc::new(self.state.lock().unwrap().0.clone()))
         }
 
-        async fn record(&self, _run: &RunContext, plan: &RecordPlan) -> Result<RecordOutcome, StoreError> {
+        async fn record(&self, _run: &RunContext, plan: RecordPlan) -> Result<RecordOutcome, StoreError> {
             let mut guard = self.state.lock().unwrap();
             let (state, history) = &mut *guard;
             for c in &plan.changes {
@@ -484,7 +540,7 @@ mod tests {
         let mut state = LastKnown::default();
         let user = UserId::from_u128(1);
         state.set(user, Known { availability: "Available".into(), at: DateTime::UNIX_EPOCH });
-        let membership = Membership { users: vec![user], unreadable_groups: Vec::new() };
+        let membership = Membership { users: vec![user], ..Membership::default() };
         let snapshot = PresenceSnapshot {
             observations: vec![Observation { user_id: user, availability: "available".into() }],
             ..Default::default()

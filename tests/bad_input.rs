@@ -135,7 +135,7 @@ proptest! {
             Just("0".to_string()),
             Just("https://graph.microsoft.com/v1.0".to_string()),
             Just("6f1c2a3b-0d4e-4f5a-8b6c-7d8e9f0a1b2c".to_string()),
-        ]), 12),
+        ]), 13),
         // Secrets drawn apart, so that finding one in a message means it was echoed.
         cosmos_key in prop::option::of("s3cr3t-[A-Za-z0-9+/=]{2,40}"),
         pseudonym_key in prop::option::of("s3cr3t-[A-Za-z0-9+/=]{2,60}"),
@@ -155,6 +155,7 @@ proptest! {
             presence_concurrency: v(9),
             presence_calls_per_30s: v(10),
             retention_days: v(11),
+            membership_inline_limit_seconds: v(12),
             user_id_pseudonym_key: pseudonym_key.clone(),
         };
         if let Err(e) = Config::parse(&raw) {

@@ -15,7 +15,7 @@ async fn prepare(path: &Path) {
         [(1, vec![(1, "Available"), (2, "Away")]), (2, vec![(1, "Busy, in a call")]), (3, vec![(1, "Offline")])]
     {
         store.last_known(&run_context(run)).await.unwrap();
-        store.record(&run_context(run), &plan(run, &changes, &[])).await.unwrap();
+        store.record(&run_context(run), plan(run, &changes, &[])).await.unwrap();
     }
 }
 

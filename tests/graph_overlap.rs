@@ -4,30 +4,30 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::graph_sim::{client, run, settings};
+use teams_presence::app;
 use teams_presence::graph::Tenant;
-use teams_presence::simulator::{Endpoint, Fault, SimConfig, Simulator, standard_groups};
+use teams_presence::simulator::{Endpoint, Fault, SimConfig, SimHandle, Simulator, standard_groups};
 
-#[tokio::test]
-async fn presence_overlaps_paging_and_asks_for_each_member_once() {
+/// Watches the simulator while `graph` reads the standard groups: presence must start before the
+/// last member page, and everyone must be asked about exactly once.
+async fn assert_presence_overlaps_paging(build: impl FnOnce(&SimHandle) -> Arc<dyn Tenant>) {
     // 20 ms a call and 100-member pages: the largest group (2,750 users + 29 others) needs 28
     // pages one after another.
     let sim = Simulator::start(SimConfig::standard(5_000).max_page_size(100).latency(Duration::from_millis(20)))
         .await
         .unwrap();
+    let graph = build(&sim);
     let groups = &standard_groups()[..3];
-    let graph = client(&sim, &settings(&sim));
     let run = run(Duration::from_secs(60));
-
-    let graph = std::sync::Arc::new(graph);
     let task = {
         let graph = graph.clone();
         let groups = groups.to_vec();
         tokio::spawn(async move { graph.members_and_presence(&groups, &run).await })
     };
-    // Watch the simulator while the run goes on: presence must start before the last page.
     let mut presence_during_paging = false;
     while !task.is_finished() {
         let c = sim.counters();
@@ -46,6 +46,18 @@ async fn presence_overlaps_paging_and_asks_for_each_member_once() {
     assert!(counters.max_ids_per_call <= 650);
     // Batches are filled from pages as they come, only the last one partly.
     assert_eq!(counters.presence_calls, 5_000u64.div_ceil(650), "{} calls", counters.presence_calls);
+}
+
+#[tokio::test]
+async fn presence_overlaps_paging_and_asks_for_each_member_once() {
+    assert_presence_overlaps_paging(|sim| Arc::new(client(sim, &settings(sim)))).await;
+}
+
+/// The composition the handler runs (`app::tenant`: spans and membership reuse around the
+/// client) must not fall back to the trait's read-all-then-fetch default.
+#[tokio::test]
+async fn the_handlers_tenant_overlaps_as_well() {
+    assert_presence_overlaps_paging(|sim| app::tenant(client(sim, &settings(sim)), Duration::from_secs(20))).await;
 }
 
 #[tokio::test]

@@ -85,8 +85,8 @@ async fn live_cosmos_records_exports_and_erases() {
     };
 
     store.last_known(&run).await.unwrap();
-    assert_eq!(store.record(&run, &plan).await.unwrap().written, 3);
-    assert_eq!(store.record(&run, &plan).await.unwrap().already_recorded, 3, "a repeated slot doubles nothing");
+    assert_eq!(store.record(&run, plan.clone()).await.unwrap().written, 3);
+    assert_eq!(store.record(&run, plan).await.unwrap().already_recorded, 3, "a repeated slot doubles nothing");
     for &user in &users {
         let records = store.export_user(user).await.unwrap();
         assert_eq!(records.len(), 1);

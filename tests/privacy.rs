@@ -308,7 +308,7 @@ async fn erasure_of_a_user_out_of_scope_is_not_undone_by_the_next_run() {
             availability: "Away".into(),
             timestamp: Utc::now() - TimeDelta::days(1),
         });
-        store.record(&run, &plan).await.unwrap();
+        store.record(&run, plan).await.unwrap();
     }
     // The next run sees they are out of scope and stops tracking them; their history stays.
     let reply = deployment.run(1).await;
@@ -382,7 +382,7 @@ impl Tenant for FixedTenant {
     async fn members(&self, _groups: &[GroupId], _run: &RunContext) -> Result<Membership, GraphError> {
         let mut users = self.members.clone();
         users.sort();
-        Ok(Membership { users, unreadable_groups: Vec::new() })
+        Ok(Membership { users, ..Membership::default() })
     }
 
     async fn presence(&self, _users: &[UserId], _run: &RunContext) -> Result<PresenceSnapshot, GraphError> {
@@ -407,7 +407,7 @@ async fn state_past_retention_is_forgotten(store: Arc<dyn HistoryStore>) {
         timestamp: old,
     });
     store
-        .record(&old_run, &RecordPlan { changes: records.to_vec(), departed: Vec::new(), observed_at: old })
+        .record(&old_run, RecordPlan { changes: records.to_vec(), departed: Vec::new(), observed_at: old })
         .await
         .unwrap();
 
@@ -463,7 +463,7 @@ async fn sqlite_deletes_records_past_retention_on_every_run_and_on_open() {
     for (days_ago, a) in [(200, "Available"), (100, "Away")] {
         let (run, plan) = record_at(days_ago, a);
         store.last_known(&run).await.unwrap();
-        store.record(&run, &plan).await.unwrap();
+        store.record(&run, plan).await.unwrap();
     }
     // The run dated 100 days ago deleted what was past retention at its time (200 days ago).
     let kept: Vec<String> =

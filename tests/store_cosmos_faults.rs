@@ -58,7 +58,7 @@ async fn record_run(
     run: i64,
 ) -> Result<teams_presence::store::RecordOutcome, teams_presence::store::StoreError> {
     store.last_known(&run_context(run)).await?;
-    store.record(&run_context(run), &plan(run, &changes(run), &[])).await
+    store.record(&run_context(run), plan(run, &changes(run), &[])).await
 }
 
 #[tokio::test]
@@ -74,7 +74,7 @@ async fn throttled_writes_are_retried_after_the_advertised_delay() {
     let run = run_context(1);
     store.last_known(&run).await.unwrap();
     let started = std::time::Instant::now();
-    let outcome = store.record(&run, &plan(1, &changes(1), &[])).await.unwrap();
+    let outcome = store.record(&run, plan(1, &changes(1), &[])).await.unwrap();
     assert_eq!(rule.hit_count(), 40);
     assert_eq!(outcome.written, USERS as usize);
     // 40 throttles over 32 concurrent writers: at least two waits of 15 ms in sequence.
@@ -152,7 +152,7 @@ async fn a_run_that_fails_part_way_is_completed_by_the_next_one() {
     let next: Vec<(u128, &str)> =
         changes(1).into_iter().filter(|(u, a)| state.availability(&user(*u)).map(|k| k.as_str()) != Some(*a)).collect();
     assert_eq!(next.len(), USERS as usize - written_before);
-    let outcome = store.record(&run_context(2), &plan(2, &next, &[])).await.unwrap();
+    let outcome = store.record(&run_context(2), plan(2, &next, &[])).await.unwrap();
     assert_eq!(outcome.written, next.len());
     let docs = emulator.history_documents().await;
     assert_eq!(docs.len(), USERS as usize, "every user recorded exactly once across the two runs");

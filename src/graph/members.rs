@@ -1,6 +1,7 @@
 //! Transitive user members of the configured groups, paged through `@odata.nextLink`.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::Method;
@@ -44,6 +45,7 @@ impl GraphClient {
         run: &RunContext,
         sink: Option<PageSink>,
     ) -> Result<Membership, GraphError> {
+        let started = tokio::time::Instant::now();
         let concurrency = self.settings.tuning.group_concurrency.max(1);
         let sink = sink.as_ref();
         let mut results = futures::stream::iter(groups.iter().copied())
@@ -68,7 +70,7 @@ impl GraphClient {
         users.dedup();
         users.shrink_to_fit();
         unreadable_groups.sort_by_key(|p| p.group_id);
-        Ok(Membership { users, unreadable_groups })
+        Ok(Membership { users, unreadable_groups, read_in: started.elapsed(), age: Duration::ZERO })
     }
 
     /// Every user in one group, across all pages. A 404 on the first page is retried (a new group

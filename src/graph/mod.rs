@@ -3,6 +3,8 @@
 //! The poll cycle depends only on the [`Tenant`] trait, so tests and the simulator-backed local run
 //! go through the same production client ([`client::GraphClient`]) as a real deployment.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::cycle::RunContext;
@@ -14,6 +16,7 @@ mod presence;
 pub mod rate_limit;
 mod request;
 pub mod retry;
+pub mod reuse;
 mod token;
 
 /// A configured group that could not be read this run; the other groups go on.
@@ -31,6 +34,11 @@ pub struct Membership {
     /// Groups that could not be read. Their members are unknown this run, which is not the same
     /// as "the group is now empty": callers must not stop tracking users because of them.
     pub unreadable_groups: Vec<GroupProblem>,
+    /// How long paging took.
+    pub read_in: Duration,
+    /// Zero when this run read it; how long ago it was read when the run reused an earlier read
+    /// ([`reuse::MembershipReuse`]).
+    pub age: Duration,
 }
 
 /// A presence call that failed for good: its ids are in `unobserved`.

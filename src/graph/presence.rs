@@ -9,12 +9,14 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::client::GraphClient;
 use super::request::Call;
 use super::{BatchFailure, GraphError, Membership, PresenceSnapshot};
 use crate::cycle::{RunContext, RunMetrics};
 use crate::model::{Availability, GroupId, Observation, UserId};
+use crate::telemetry::instrumented;
 
 const OPERATION: &str = "getPresencesByUserId";
 
@@ -98,11 +100,7 @@ impl GraphClient {
         while let Some(outcome) = batches.next().await {
             total.merge(outcome?);
         }
-        if !total.failures.is_empty() {
-            let ids: usize = total.failures.iter().map(|f| f.ids).sum();
-            let first = &total.failures[0].reason;
-            tracing::warn!(failed_calls = total.failures.len(), ids, first_reason = %first, "some presence calls failed; their users have no observation this run");
-        }
+        warn_failures(&total.failures);
         Ok(PresenceSnapshot {
             observations: total.observations,
             unobserved: total.unobserved,
@@ -124,7 +122,15 @@ impl GraphClient {
         let interner = Interner::default();
         let concurrency = self.settings.presence_concurrency.max(1);
         let size = self.presence_batch_size();
-        let members = self.transitive_user_members(groups, run, Some(sink));
+        // Two phase spans side by side (they overlap in time), as a run that reads them one after
+        // the other would have them.
+        let (members_span, presence_span) = (instrumented::members_span(groups.len()), instrumented::presence_span());
+        let members = async {
+            let result = self.transitive_user_members(groups, run, Some(sink)).await;
+            instrumented::record_members(&members_span, &result);
+            result
+        }
+        .instrument(members_span.clone());
         let batches = futures::stream::unfold(
             (pages, HashSet::<UserId>::new(), Vec::<UserId>::with_capacity(size), false),
             move |(mut pages, mut seen, mut pending, mut closed)| async move {
@@ -156,25 +162,13 @@ impl GraphClient {
                 total.merge(outcome?);
             }
             Ok::<_, GraphError>(total)
-        };
+        }
+        .instrument(presence_span.clone());
         let (membership, total) = futures::join!(members, presence);
         let membership = membership?;
-        let mut total = total?;
-        // Pages of a group that failed half-way were asked about; they are not in scope.
-        let in_scope = |u: &UserId| membership.users.binary_search(u).is_ok();
-        total.observations.retain(|o| in_scope(&o.user_id));
-        total.unobserved.retain(in_scope);
-        if !total.failures.is_empty() {
-            let ids: usize = total.failures.iter().map(|f| f.ids).sum();
-            let first = &total.failures[0].reason;
-            tracing::warn!(failed_calls = total.failures.len(), ids, first_reason = %first, "some presence calls failed; their users have no observation this run");
-        }
-        let snapshot = PresenceSnapshot {
-            observations: total.observations,
-            unobserved: total.unobserved,
-            failed_batches: total.failures,
-        };
-        Ok((membership, snapshot))
+        let snapshot = total.map(|total| in_scope_snapshot(total, &membership));
+        instrumented::record_presence(&presence_span, &snapshot);
+        Ok((membership, snapshot?))
     }
 
     /// One batch; a 400 is bisected down to the id Graph refuses, so one bad id costs only itself.
@@ -215,6 +209,23 @@ impl GraphClient {
             }
         })
     }
+}
+
+fn warn_failures(failures: &[BatchFailure]) {
+    if let Some(first) = failures.first() {
+        let ids: usize = failures.iter().map(|f| f.ids).sum();
+        tracing::warn!(failed_calls = failures.len(), ids, first_reason = %first.reason, "some presence calls failed; their users have no observation this run");
+    }
+}
+
+/// Presence read while paging, cut to the users membership ended with: pages of a group that
+/// failed half-way were asked about, but they are not in scope.
+fn in_scope_snapshot(mut total: Outcome, membership: &Membership) -> PresenceSnapshot {
+    let in_scope = |u: &UserId| membership.users.binary_search(u).is_ok();
+    total.observations.retain(|o| in_scope(&o.user_id));
+    total.unobserved.retain(in_scope);
+    warn_failures(&total.failures);
+    PresenceSnapshot { observations: total.observations, unobserved: total.unobserved, failed_batches: total.failures }
 }
 
 /// Matches a response to the ids asked for. Ids Graph left out are unobserved; ids it was not

@@ -675,28 +675,12 @@ impl CosmosStore {
     }
 }
 
-#[async_trait]
-impl HistoryStore for CosmosStore {
-    async fn last_known(&self, run: &RunContext) -> Result<Arc<LastKnown>, StoreError> {
-        let head = self.read_head(run).await?;
-        let current_etag = head.as_ref().map(|(_, etag)| etag);
-        if let Some(warm) = self.warm() {
-            if warm.head.as_ref().map(|(_, etag)| etag) == current_etag {
-                debug!(tracked = warm.state.len(), "last-known state is current in memory");
-                return Ok(warm.state);
-            }
-            info!("another instance advanced the state: reloading it");
-        }
-        let state = Arc::new(self.load(run, head.as_ref().map(|(h, _)| h)).await?);
-        self.set_warm(Some(Warm { head, state: state.clone() }));
-        Ok(state)
-    }
-
-    async fn record(&self, run: &RunContext, plan: &RecordPlan) -> Result<RecordOutcome, StoreError> {
+impl CosmosStore {
+    async fn record_plan(&self, run: &RunContext, plan: &RecordPlan) -> Result<RecordOutcome, StoreError> {
         let Some(mut warm) = self.warm() else {
             // The cycle reads the state first; without it the head cannot be advanced safely.
             self.last_known(run).await?;
-            return Box::pin(self.record(run, plan)).await;
+            return Box::pin(self.record_plan(run, plan)).await;
         };
         // Forget the warm state until this run completes: on failure the next run reloads it,
         // records written so far included.
@@ -757,6 +741,28 @@ impl HistoryStore for CosmosStore {
             "recorded"
         );
         Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl HistoryStore for CosmosStore {
+    async fn last_known(&self, run: &RunContext) -> Result<Arc<LastKnown>, StoreError> {
+        let head = self.read_head(run).await?;
+        let current_etag = head.as_ref().map(|(_, etag)| etag);
+        if let Some(warm) = self.warm() {
+            if warm.head.as_ref().map(|(_, etag)| etag) == current_etag {
+                debug!(tracked = warm.state.len(), "last-known state is current in memory");
+                return Ok(warm.state);
+            }
+            info!("another instance advanced the state: reloading it");
+        }
+        let state = Arc::new(self.load(run, head.as_ref().map(|(h, _)| h)).await?);
+        self.set_warm(Some(Warm { head, state: state.clone() }));
+        Ok(state)
+    }
+
+    async fn record(&self, run: &RunContext, plan: RecordPlan) -> Result<RecordOutcome, StoreError> {
+        self.record_plan(run, &plan).await
     }
 
     async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {

@@ -70,7 +70,7 @@ pub trait HistoryStore: Send + Sync {
     ///
     /// Record ids are derived from (user, slot), so repeating a slot never doubles a record. When
     /// this fails part-way, what was written stays and the next run completes the rest.
-    async fn record(&self, run: &RunContext, plan: &RecordPlan) -> Result<RecordOutcome, StoreError>;
+    async fn record(&self, run: &RunContext, plan: RecordPlan) -> Result<RecordOutcome, StoreError>;
 
     /// One user's records, oldest first.
     async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError>;

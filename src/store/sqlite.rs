@@ -3,6 +3,7 @@
 //! History and state advance in one transaction, so a run is recorded entirely or not at all.
 //! rusqlite blocks, so every statement runs on tokio's blocking pool, never on a runtime worker.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,7 +68,9 @@ struct Cached {
 /// What one recording transaction did, for the in-memory state to follow.
 struct Applied {
     outcome: RecordOutcome,
-    entries: Vec<(UserId, Known)>,
+    /// Changes whose slot already had a record: the state follows the stored one. Every other
+    /// change was written as planned.
+    stored_instead: HashMap<UserId, Known>,
     version_before: i64,
     version_after: i64,
     /// State rows past retention were deleted: the in-memory copy is reloaded rather than patched.
@@ -130,8 +133,13 @@ impl SqliteStore {
         match guard.take() {
             Some(mut cached) if cached.version == applied.version_before && !applied.state_purged => {
                 let state = Arc::make_mut(&mut cached.state);
-                for (user, known) in applied.entries {
-                    state.merge(user, known);
+                for change in &plan.changes {
+                    let known = applied
+                        .stored_instead
+                        .get(&change.user_id)
+                        .cloned()
+                        .unwrap_or_else(|| Known { availability: change.availability.clone(), at: change.timestamp });
+                    state.merge(change.user_id, known);
                 }
                 for user in &plan.departed {
                     state.depart(user, plan.observed_at);
@@ -250,7 +258,7 @@ fn apply_plan(
     let tx = conn.transaction()?;
     let version_before = read_version(&tx)?;
     let mut outcome = RecordOutcome::default();
-    let mut entries = Vec::with_capacity(plan.changes.len());
+    let mut stored_instead = HashMap::new();
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO history (id, user_id, availability, timestamp) VALUES (?1, ?2, ?3, ?4)
@@ -267,19 +275,21 @@ fn apply_plan(
             let id = record_id(change.user_id, slot).to_string();
             let user = change.user_id.to_string();
             let timestamp = format_timestamp(change.timestamp);
-            let known = if insert.execute(params![id, user, change.availability.as_str(), timestamp])? == 1 {
+            if insert.execute(params![id, user, change.availability.as_str(), timestamp])? == 1 {
                 outcome.written += 1;
-                Known { availability: change.availability.clone(), at: change.timestamp }
+                advance.execute(params![user, change.availability.as_str(), timestamp])?;
             } else {
                 let (availability, at): (String, String) = stored.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 outcome.already_recorded += 1;
                 if availability != change.availability.as_str() {
                     outcome.superseded += 1;
                 }
-                Known { availability: availability.as_str().into(), at: parse_timestamp(&at)? }
-            };
-            advance.execute(params![user, known.availability.as_str(), format_timestamp(known.at)])?;
-            entries.push((change.user_id, known));
+                advance.execute(params![user, availability, at])?;
+                stored_instead.insert(
+                    change.user_id,
+                    Known { availability: availability.as_str().into(), at: parse_timestamp(&at)? },
+                );
+            }
         }
         let mut depart = tx.prepare_cached("DELETE FROM last_known WHERE user_id = ?1 AND timestamp <= ?2")?;
         let departed_at = format_timestamp(plan.observed_at);
@@ -298,7 +308,7 @@ fn apply_plan(
     if purged.any() {
         checkpoint(conn)?;
     }
-    Ok(Applied { outcome, entries, version_before, version_after, state_purged: purged.state > 0 })
+    Ok(Applied { outcome, stored_instead, version_before, version_after, state_purged: purged.state > 0 })
 }
 
 fn erase(conn: &mut Connection, user: UserId) -> rusqlite::Result<Erasure> {
@@ -358,14 +368,19 @@ impl HistoryStore for SqliteStore {
         Ok(state)
     }
 
-    async fn record(&self, run: &RunContext, plan: &RecordPlan) -> Result<RecordOutcome, StoreError> {
+    async fn record(&self, run: &RunContext, plan: RecordPlan) -> Result<RecordOutcome, StoreError> {
         let slot = run.slot;
         let path = self.path.clone();
-        let owned = plan.clone();
         let retention = self.retention;
-        let applied =
-            self.blocking(move |conn| apply_plan(conn, slot, &owned, retention).map_err(|e| e.at(&path))).await;
-        let applied = match applied {
+        // The plan goes to the blocking pool and comes back: at a million first sightings a
+        // copy would be ~50 MB.
+        let applied = self
+            .blocking(move |conn| {
+                let applied = apply_plan(conn, slot, &plan, retention).map_err(|e| e.at(&path))?;
+                Ok((applied, plan))
+            })
+            .await;
+        let (applied, plan) = match applied {
             Ok(applied) => applied,
             Err(e) => {
                 self.set_cache(None);
@@ -379,7 +394,7 @@ impl HistoryStore for SqliteStore {
             departed = plan.departed.len(),
             "recorded"
         );
-        self.follow(applied, plan);
+        self.follow(applied, &plan);
         Ok(outcome)
     }
 

@@ -173,8 +173,10 @@ pub const FIGURES: &[Figure] = &[
     },
 ];
 
-/// `RunSummary` fields that are not per-run figures.
-pub const NOT_FIGURES: &[&str] = &["slot", "observedAt"];
+/// `RunSummary` fields that are not per-run figures. The phase times are in the run's log line
+/// and the dependency spans already time each Graph and store call: three more metric items per
+/// run would add cost (BENCHMARKS.md, telemetry) for what those answer already.
+pub const NOT_FIGURES: &[&str] = &["slot", "observedAt", "graphMs", "storeReadMs", "recordMs", "membershipAgeMs"];
 
 pub struct RunInstruments {
     runs: Counter<u64>,
@@ -242,6 +244,10 @@ mod tests {
             throttle_wait_ms: 0,
             retries: 0,
             store_request_units: 0.0,
+            graph_ms: 0,
+            store_read_ms: 0,
+            record_ms: 0,
+            membership_age_ms: 0,
             duration_ms: 0,
         };
         let serde_json::Value::Object(fields) = serde_json::to_value(&summary).unwrap() else {

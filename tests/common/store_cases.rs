@@ -70,7 +70,7 @@ pub async fn records_are_exported_oldest_first_and_state_follows(backend: impl B
     let store = backend.open().await;
     for (run, changes) in [(2, vec![(1, "Busy")]), (1, vec![(1, "Available"), (2, "Away")])] {
         store.last_known(&run_context(run)).await.unwrap();
-        let outcome = store.record(&run_context(run), &plan(run, &changes, &[])).await.unwrap();
+        let outcome = store.record(&run_context(run), plan(run, &changes, &[])).await.unwrap();
         assert_eq!(outcome.written, changes.len());
     }
     assert_eq!(history(&*store, 1).await, [("Available".into(), observed(1)), ("Busy".into(), observed(2))]);
@@ -86,11 +86,11 @@ pub async fn repeating_a_slot_doubles_nothing(backend: impl Backend) {
     let store = backend.open().await;
     let first = plan(1, &[(1, "Available"), (2, "Away")], &[]);
     store.last_known(&run_context(1)).await.unwrap();
-    store.record(&run_context(1), &first).await.unwrap();
+    store.record(&run_context(1), first.clone()).await.unwrap();
     // A repeat of the slot by another process: same ids, conflicts count as success.
     let other = backend.open().await;
     other.last_known(&run_context(1)).await.unwrap();
-    let again = other.record(&run_context(1), &first).await.unwrap();
+    let again = other.record(&run_context(1), first).await.unwrap();
     assert_eq!((again.written, again.already_recorded, again.superseded), (0, 2, 0));
     assert_eq!(history(&*store, 1).await.len(), 1);
     assert_eq!(history(&*store, 2).await.len(), 1);
@@ -99,15 +99,15 @@ pub async fn repeating_a_slot_doubles_nothing(backend: impl Backend) {
 pub async fn a_repeat_that_saw_another_value_keeps_the_stored_record(backend: impl Backend) {
     let store = backend.open().await;
     store.last_known(&run_context(1)).await.unwrap();
-    store.record(&run_context(1), &plan(1, &[(1, "Available")], &[])).await.unwrap();
+    store.record(&run_context(1), plan(1, &[(1, "Available")], &[])).await.unwrap();
     let repeat = backend.open().await;
     repeat.last_known(&run_context(1)).await.unwrap();
-    let outcome = repeat.record(&run_context(1), &plan(1, &[(1, "Busy")], &[])).await.unwrap();
+    let outcome = repeat.record(&run_context(1), plan(1, &[(1, "Busy")], &[])).await.unwrap();
     assert_eq!((outcome.written, outcome.already_recorded, outcome.superseded), (0, 1, 1));
     // The state reflects what is stored, so the next run records the change: never lost.
     assert_eq!(availability(&*repeat, 2, 1).await.as_deref(), Some("Available"));
     assert_eq!(availability(&*backend.open().await, 2, 1).await.as_deref(), Some("Available"));
-    let next = repeat.record(&run_context(2), &plan(2, &[(1, "Busy")], &[])).await.unwrap();
+    let next = repeat.record(&run_context(2), plan(2, &[(1, "Busy")], &[])).await.unwrap();
     assert_eq!(next.written, 1);
     assert_eq!(history(&*repeat, 1).await, [("Available".into(), observed(1)), ("Busy".into(), observed(2))]);
 }
@@ -115,14 +115,14 @@ pub async fn a_repeat_that_saw_another_value_keeps_the_stored_record(backend: im
 pub async fn departed_users_stop_being_tracked_everywhere(backend: impl Backend) {
     let store = backend.open().await;
     store.last_known(&run_context(1)).await.unwrap();
-    store.record(&run_context(1), &plan(1, &[(1, "Available"), (2, "Away")], &[])).await.unwrap();
+    store.record(&run_context(1), plan(1, &[(1, "Available"), (2, "Away")], &[])).await.unwrap();
     store.last_known(&run_context(2)).await.unwrap();
-    store.record(&run_context(2), &plan(2, &[], &[2])).await.unwrap();
+    store.record(&run_context(2), plan(2, &[], &[2])).await.unwrap();
     assert_eq!(availability(&*store, 3, 2).await, None);
     assert_eq!(availability(&*backend.open().await, 3, 2).await, None, "a cold instance agrees");
     assert_eq!(history(&*store, 2).await.len(), 1, "history stays");
     // Back in scope: a first sighting again.
-    store.record(&run_context(3), &plan(3, &[(2, "Away")], &[])).await.unwrap();
+    store.record(&run_context(3), plan(3, &[(2, "Away")], &[])).await.unwrap();
     assert_eq!(availability(&*backend.open().await, 4, 2).await.as_deref(), Some("Away"));
 }
 
@@ -130,9 +130,9 @@ pub async fn a_warm_instance_sees_what_another_instance_recorded(backend: impl B
     let a = backend.open().await;
     let b = backend.open().await;
     a.last_known(&run_context(1)).await.unwrap();
-    a.record(&run_context(1), &plan(1, &[(1, "Available")], &[])).await.unwrap();
+    a.record(&run_context(1), plan(1, &[(1, "Available")], &[])).await.unwrap();
     b.last_known(&run_context(2)).await.unwrap();
-    b.record(&run_context(2), &plan(2, &[(1, "Away")], &[])).await.unwrap();
+    b.record(&run_context(2), plan(2, &[(1, "Away")], &[])).await.unwrap();
     assert_eq!(availability(&*a, 3, 1).await.as_deref(), Some("Away"));
 }
 
@@ -162,7 +162,7 @@ pub async fn state_matches_a_model_over_many_runs(backend: impl Backend, users: 
                 _ => {}
             }
         }
-        let outcome = warm.record(&run_context(run), &plan(run, &changes, &departed)).await.unwrap();
+        let outcome = warm.record(&run_context(run), plan(run, &changes, &departed)).await.unwrap();
         assert_eq!(outcome.written, changes.len());
         expected_records += changes.len();
         for u in &departed {
@@ -207,7 +207,7 @@ pub async fn erasure_leaves_nothing_of_the_user(backend: impl Backend) {
         expected_records += usize::from(run != 5);
         let departed: &[u128] = if run == 5 { &[7] } else { &[] };
         store.last_known(&run_context(run)).await.unwrap();
-        store.record(&run_context(run), &plan(run, &changes, departed)).await.unwrap();
+        store.record(&run_context(run), plan(run, &changes, departed)).await.unwrap();
     }
     let warm_elsewhere = backend.open().await;
     assert!(warm_elsewhere.last_known(&run_context(13)).await.unwrap().get(&user(7)).is_some());
@@ -229,7 +229,7 @@ pub async fn erasure_leaves_nothing_of_the_user(backend: impl Backend) {
     assert_eq!((again.history_records, again.state_entries), (0, 0), "a repeated erasure is harmless");
     // A later run that still sees the user records them as a first sighting.
     warm_elsewhere.last_known(&run_context(14)).await.unwrap();
-    let outcome = warm_elsewhere.record(&run_context(14), &plan(14, &[(7, "Away")], &[])).await.unwrap();
+    let outcome = warm_elsewhere.record(&run_context(14), plan(14, &[(7, "Away")], &[])).await.unwrap();
     assert_eq!(outcome.written, 1);
     assert_eq!(history(&*store, 7).await, [("Away".into(), observed(14))]);
 }
