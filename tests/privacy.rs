@@ -163,7 +163,8 @@ async fn the_handler_stores_exactly_id_availability_and_time_and_nothing_else_re
     }
     let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
     let columns = sqlite_columns(&deployment.db);
-    assert_eq!(columns["history"], set(&["id", "user_id", "availability", "timestamp"]));
+    // `slot` is the schedule occurrence of the run (the key of a repeated run), not about the person.
+    assert_eq!(columns["history"], set(&["user_id", "slot", "availability", "timestamp"]));
     assert_eq!(columns["last_known"], set(&["user_id", "availability", "timestamp"]));
     assert_eq!(columns["meta"], set(&["key", "value"]), "store bookkeeping only");
     assert_eq!(

@@ -142,3 +142,63 @@ macro_rules! contract {
 
 contract!(sqlite, Sqlite::new(), Sqlite::new());
 contract!(cosmos, Cosmos::new(), Cosmos::small());
+
+/// A file from before history was keyed by (user, slot) opens with its records, and runs go on.
+#[tokio::test]
+async fn an_embedded_store_keyed_by_record_id_is_migrated_with_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("presence.db");
+    let (a, b) = (cases::user(1), cases::user(2));
+    let at = |run| teams_presence::store::format_timestamp(cases::observed(run));
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE history (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, availability TEXT NOT NULL,
+                 timestamp TEXT NOT NULL) WITHOUT ROWID;
+             CREATE INDEX history_by_user ON history (user_id, timestamp);
+             CREATE INDEX history_by_time ON history (timestamp);
+             CREATE TABLE last_known (user_id TEXT PRIMARY KEY, availability TEXT NOT NULL, timestamp TEXT NOT NULL)
+                 WITHOUT ROWID;",
+        )
+        .unwrap();
+        for (run, user, availability) in [(1, a, "Available"), (1, b, "Away"), (2, a, "Busy")] {
+            let id = teams_presence::store::record_id(user, cases::slot(run)).to_string();
+            conn.execute(
+                "INSERT INTO history VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![id, user.to_string(), availability, at(run)],
+            )
+            .unwrap();
+        }
+        for (user, availability, run) in [(a, "Busy", 2), (b, "Away", 1)] {
+            conn.execute(
+                "INSERT INTO last_known VALUES (?1, ?2, ?3)",
+                rusqlite::params![user.to_string(), availability, at(run)],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(&path, None).await.unwrap();
+    let values = |records: Vec<teams_presence::model::ChangeRecord>| -> Vec<String> {
+        records.iter().map(|r| r.availability.to_string()).collect()
+    };
+    assert_eq!(values(store.export_user(a).await.unwrap()), ["Available", "Busy"]);
+    assert_eq!(values(store.export_user(b).await.unwrap()), ["Away"]);
+    let state = store.last_known(&cases::run_context(3)).await.unwrap();
+    assert_eq!(state.availability(&a).map(|v| v.as_str()), Some("Busy"));
+
+    let outcome = store.record(&cases::run_context(3), cases::plan(3, &[(1, "Away")], &[])).await.unwrap();
+    assert_eq!(outcome.written, 1);
+    let again = store.record(&cases::run_context(3), cases::plan(3, &[(1, "Away")], &[])).await.unwrap();
+    assert_eq!((again.written, again.already_recorded), (0, 1), "the new key makes a repeated slot idempotent");
+    assert_eq!(values(store.export_user(a).await.unwrap()), ["Available", "Busy", "Away"]);
+    drop(store);
+    let columns: Vec<String> = rusqlite::Connection::open(&path)
+        .unwrap()
+        .prepare("SELECT name FROM pragma_table_info('history')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(columns, ["user_id", "slot", "availability", "timestamp"]);
+}
