@@ -1,6 +1,5 @@
 //! The poll cycle: in-scope users and their availability in, change records out.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -286,27 +285,29 @@ pub fn plan_changes(
 ) -> RecordPlan {
     let in_scope = SortedUsers::new(&membership.users);
     let is_expired = |known: &Known| expired_before.is_some_and(|cutoff| known.at < cutoff);
-    let mut recorded: HashSet<UserId> = HashSet::new();
-    let changes = snapshot
+    let mut changes: Vec<ChangeRecord> = snapshot
         .observations
         .iter()
         .filter(|o| in_scope.contains(&o.user_id))
         .filter(|o| match last_known.get(&o.user_id) {
-            Some(known) => known.availability != o.availability || is_expired(known),
+            Some(known) => known.availability != o.availability || is_expired(&known),
             None => true,
         })
-        // One record per user and run: a duplicated observation must not collide on its id.
-        .filter(|o| recorded.insert(o.user_id))
         .map(|o| ChangeRecord { user_id: o.user_id, availability: o.availability.clone(), timestamp: observed_at })
         .collect();
+    // One record per user and run: a duplicated observation must not collide on its key. Sorted
+    // rather than hashed (no second copy of a million ids), and user order is the stores' key order.
+    changes.sort_by_key(|c| c.user_id);
+    changes.dedup_by_key(|c| c.user_id);
+    let recorded = |user: &UserId| changes.binary_search_by_key(user, |c| c.user_id).is_ok();
     let scope_is_known = membership.unreadable_groups.is_empty();
     let mut departed: Vec<UserId> = last_known
         .iter()
         .filter(|(user, known)| {
             let left = scope_is_known && !in_scope.contains(user);
-            left || (is_expired(known) && !recorded.contains(*user))
+            left || (is_expired(known) && !recorded(user))
         })
-        .map(|(user, _)| *user)
+        .map(|(user, _)| user)
         .collect();
     departed.sort_unstable();
     RecordPlan { changes, departed, observed_at }

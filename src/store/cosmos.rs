@@ -865,7 +865,7 @@ fn encode_shards(state: &LastKnown, shards: usize, bank: u8) -> Result<Vec<Shard
     let mut values: Vec<Vec<String>> = vec![Vec::new(); shards];
     let mut data: Vec<Vec<u8>> = vec![Vec::new(); shards];
     for (user, known) in state.iter() {
-        let shard = shard_of(user, shards);
+        let shard = shard_of(&user, shards);
         let dictionary = &mut values[shard];
         let index = match dictionary.iter().position(|v| v == known.availability.as_str()) {
             Some(index) => index,
