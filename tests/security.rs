@@ -246,6 +246,61 @@ async fn no_token_or_secret_in_any_log_or_response_under_graph_and_token_faults(
     }
 }
 
+/// The same for the client-secret credential of local runs (`AZURE_CLIENT_SECRET`, the
+/// simulator's Entra token endpoint behind TLS): token-endpoint 500s, malformed and slow token
+/// answers, revoked tokens, 401s on fresh tokens, 429s and 5xx, debug logging: neither the
+/// secret nor any token it bought appears in any output or response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_secret_or_token_in_any_output_under_token_faults() {
+    const TENANT: &str = "8e1b2c3d-0000-4000-8000-0000000000aa";
+    const CLIENT_ID: &str = "3f0c7a12-0000-4000-8000-0000000000bb";
+    const SECRET: &str = "Q7x~security-client-secret-90ab";
+    let sim = Simulator::start(
+        SimConfig::standard(60).client_credentials(CLIENT_ID, SECRET).token_lifetime(Duration::from_secs(120)),
+    )
+    .await
+    .unwrap();
+    let relay = TlsRelay::start(sim.address()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let groups: Vec<String> = standard_groups()[..2].iter().map(GroupId::to_string).collect();
+    let handler = HandlerProcess::start(&env(&[
+        ("ENTRA_GROUP_IDS", &groups.join(",")),
+        ("GRAPH_BASE_URL", &sim.base_url()),
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_SECRET", SECRET),
+        ("AZURE_AUTHORITY_HOST", &relay.url()),
+        ("SSL_CERT_FILE", CA_PEM),
+        ("PRESENCE_DB", &dir.path().join("presence.db").display().to_string()),
+        ("RUN_DEADLINE_SECONDS", "20"),
+        ("LOG_LEVEL", "debug"),
+    ]));
+    let mut seen = Seen::default();
+    let faults: Vec<(Endpoint, Fault, usize)> = vec![
+        (Endpoint::Token, Fault::Status { status: 500, retry_after: None }, 2),
+        (Endpoint::Token, Fault::Malformed, 2),
+        (Endpoint::Presence, Fault::Status { status: 401, retry_after: None }, 8),
+        (Endpoint::Token, Fault::Slow(Duration::from_millis(200)), 1),
+        (Endpoint::Presence, Fault::Status { status: 429, retry_after: Some(RetryAfter::Seconds(0)) }, 2),
+        (Endpoint::Members, Fault::Status { status: 500, retry_after: None }, 1),
+    ];
+    let mut ok = 0;
+    for (i, (endpoint, fault, times)) in faults.into_iter().enumerate() {
+        sim.revoke_tokens();
+        sim.inject(endpoint, fault, times);
+        let (status, body) = invoke(&handler, "function-timer", &format!("inv-s{i}"), timer(5 * (i as u32 + 1))).await;
+        ok += usize::from(status == 200);
+        seen.add(body);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    seen.take_process(&handler);
+    let tokens = sim.issued_tokens();
+    assert!(ok >= 2 && !tokens.is_empty(), "runs got tokens: ok={ok} tokens={}", tokens.len());
+    let mut secrets: Vec<(&str, String)> = vec![("AZURE_CLIENT_SECRET", SECRET.to_string())];
+    secrets.extend(tokens.into_iter().map(|t| ("a Graph access token", t)));
+    seen.assert_free_of(&secrets);
+}
+
 /// A Cosmos DB endpoint that answers each request with the next of a fixed list of failures
 /// (401, 503, 429 with retry-after, 500, a malformed 200), behind TLS, and keeps every
 /// `Authorization` header it received (the key's HMAC signatures).
