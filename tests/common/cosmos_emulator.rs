@@ -20,7 +20,7 @@ use teams_presence::config::{
 use teams_presence::store::cosmos::{CosmosStore, Tuning};
 
 pub const ENDPOINT: &str = "https://eastus.emulator.local";
-const KEY: &str = "dGVzdGtleQ==";
+pub const KEY: &str = "dGVzdGtleQ==";
 
 pub struct Emulator {
     pub client: Arc<InMemoryEmulatorHttpClient>,

@@ -96,3 +96,49 @@ pub fn compare(
     }
     figures
 }
+
+/// A run that failed as a whole: it started at `from`, ended at `to`, and `truth` held meanwhile.
+pub struct FailedRun {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub truth: HashMap<UserId, &'static str>,
+}
+
+/// [`compare`] for a store that has no transaction across users (Cosmos DB: one partition per
+/// user), where a run that fails part-way keeps the records it wrote and the next run completes
+/// the rest. Such records carry the failed run's observation time, found as the one record time
+/// inside the run's `from..=to` that no completed run observed at; they are judged as the partial
+/// view of that run (each must be its truth, none may repeat the one before). A failed run that
+/// left records at two different times, or records outside every run, still counts them wrong.
+/// Runs' spans must not share a millisecond (a time inside two spans is judged by neither).
+/// Returns the figures (`runs_completed` counts completed runs only) and how many failed runs
+/// left records.
+pub fn compare_with_failed_runs(
+    users: &[UserId],
+    runs: &[CompletedRun],
+    failed: &[FailedRun],
+    recorded: &HashMap<UserId, Vec<(String, DateTime<Utc>)>>,
+) -> (Figures, usize) {
+    let completed: std::collections::HashSet<DateTime<Utc>> = runs.iter().map(|r| r.observed_at).collect();
+    let mut times: Vec<DateTime<Utc>> =
+        recorded.values().flatten().map(|(_, at)| *at).filter(|at| !completed.contains(at)).collect();
+    times.sort_unstable();
+    times.dedup();
+    let mut all: Vec<CompletedRun> = runs
+        .iter()
+        .map(|r| CompletedRun { observed_at: r.observed_at, complete: r.complete, truth: r.truth.clone() })
+        .collect();
+    let mut left_records = 0;
+    let spans = |at: &DateTime<Utc>| failed.iter().filter(|r| (r.from..=r.to).contains(at)).count();
+    for run in failed {
+        let inside: Vec<&DateTime<Utc>> =
+            times.iter().filter(|t| (run.from..=run.to).contains(*t) && spans(t) == 1).collect();
+        if let [at] = inside[..] {
+            left_records += 1;
+            all.push(CompletedRun { observed_at: *at, complete: false, truth: run.truth.clone() });
+        }
+    }
+    all.sort_by_key(|r| r.observed_at);
+    let figures = compare(users, &all, recorded);
+    (Figures { runs_completed: runs.len(), ..figures }, left_records)
+}
