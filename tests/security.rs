@@ -409,7 +409,7 @@ fn the_cosmos_store_logs_no_key_under_store_faults() {
             let changes: Vec<(u128, &str)> = (0..40).map(|u| (u, if run % 2 == 0 { "Away" } else { "Busy" })).collect();
             let result = async {
                 store.last_known(&run_context(run)).await?;
-                store.record(&run_context(run), &plan(run, &changes, &[])).await
+                store.record(&run_context(run), plan(run, &changes, &[])).await
             }
             .await;
             if let Err(e) = result {
@@ -518,7 +518,7 @@ async fn prepare(path: &Path) {
     for (run, changes) in [(1, vec![(1, "Available"), (2, "Away")]), (2, vec![(1, "Busy")]), (3, vec![(1, "Offline")])]
     {
         store.last_known(&run_context(run)).await.unwrap();
-        store.record(&run_context(run), &plan(run, &changes, &[])).await.unwrap();
+        store.record(&run_context(run), plan(run, &changes, &[])).await.unwrap();
     }
 }
 

@@ -88,6 +88,9 @@ impl GraphClient {
         let first = format!("{}/groups/{group}/transitiveMembers?$select=id&$top=999", self.base);
         let mut body = self.first_page(&first, run).await?;
         let mut users = Vec::new();
+        // A nextLink back to a page already read would be followed until the run's deadline and
+        // fail every group; it makes this group unreadable instead.
+        let mut followed = std::collections::HashSet::from([first.clone()]);
         loop {
             let page: Page<'_> = serde_json::from_slice(&body).map_err(|e| GraphError::Malformed {
                 operation: OPERATION.into(),
@@ -111,6 +114,12 @@ impl GraphClient {
             }
             let Some(next) = page.next_link else { break };
             self.check_same_origin(&next)?;
+            if !followed.insert(next.clone()) {
+                return Err(GraphError::Malformed {
+                    operation: OPERATION.into(),
+                    detail: format!("group {group}: @odata.nextLink {next:?} repeats a page already read"),
+                });
+            }
             let call = Call { operation: OPERATION, method: Method::GET, url: &next, body: None, limiter: None };
             body = self.sender.send(&call, run).await?;
         }
