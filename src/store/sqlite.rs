@@ -195,7 +195,41 @@ fn migrate_history_keyed_by_id(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 fn sqlite_error(path: &Path, e: rusqlite::Error) -> StoreError {
-    StoreError::Sqlite { path: path.display().to_string(), message: e.to_string() }
+    let message = match disk_problem(&e) {
+        Some(problem) => format!("{e}: {problem}"),
+        None => e.to_string(),
+    };
+    StoreError::Sqlite { path: path.display().to_string(), message }
+}
+
+/// SQLite names the symptom ("disk I/O error"); what ops should look at when the disk under the
+/// file is the cause. A failed write rolls the whole run back, so each also says that nothing is
+/// lost: the next run that can write records what this one saw.
+fn disk_problem(e: &rusqlite::Error) -> Option<&'static str> {
+    use rusqlite::ffi;
+    let rusqlite::Error::SqliteFailure(failure, _) = e else { return None };
+    match failure.code {
+        rusqlite::ErrorCode::DiskFull => {
+            Some("the disk is full; free space on the volume, the next run then records what this one missed")
+        }
+        rusqlite::ErrorCode::ReadOnly => Some(
+            "the store is read-only for this process (the file's or its directory's permissions, or a \
+             read-only volume); make it writable, the next run then records what this one missed",
+        ),
+        rusqlite::ErrorCode::SystemIoFailure
+            if [ffi::SQLITE_IOERR_WRITE, ffi::SQLITE_IOERR_FSYNC, ffi::SQLITE_IOERR_TRUNCATE]
+                .contains(&failure.extended_code) =>
+        {
+            Some(
+                "could not write the file (a full disk, the process's file-size limit, or a failing \
+                 device); once it can, the next run records what this one missed",
+            )
+        }
+        rusqlite::ErrorCode::CannotOpen => {
+            Some("could not open the file: its directory must exist and be writable by this process")
+        }
+        _ => None,
+    }
 }
 
 /// Deletes history and state past `cutoff`; removing state bumps the state version so that
@@ -520,5 +554,34 @@ impl HistoryStore for SqliteStore {
 
     fn describe(&self) -> String {
         format!("embedded SQLite file {}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn failure(extended_code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(extended_code), None)
+    }
+
+    #[test]
+    fn disk_failures_name_the_path_the_symptom_and_what_to_do() {
+        let path = Path::new("/data/presence.db");
+        let cases = [
+            (ffi::SQLITE_FULL, "the disk is full"),
+            (ffi::SQLITE_READONLY, "read-only for this process"),
+            (ffi::SQLITE_IOERR_WRITE, "could not write the file"),
+            (ffi::SQLITE_CANTOPEN, "directory must exist and be writable"),
+        ];
+        for (code, problem) in cases {
+            let message = sqlite_error(path, failure(code)).to_string();
+            assert!(message.starts_with("SQLite store /data/presence.db: "), "{message}");
+            assert!(message.contains(problem), "{message}");
+        }
+        // Other failures keep SQLite's words alone.
+        let message = sqlite_error(path, failure(ffi::SQLITE_IOERR_READ)).to_string();
+        assert_eq!(message, "SQLite store /data/presence.db: Error code 266: Error reading from disk");
     }
 }

@@ -22,7 +22,21 @@ impl HandlerProcess {
     }
 
     pub fn start_with_args(env: &HashMap<String, String>, args: &[&str]) -> HandlerProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
+        Self::start_wrapped(env, &[], args)
+    }
+
+    /// Starts the handler through `wrapper` (a command and its arguments, to which the handler's
+    /// path and `args` are appended), e.g. to run it as another user or with a signal ignored.
+    pub fn start_wrapped(env: &HashMap<String, String>, wrapper: &[&str], args: &[&str]) -> HandlerProcess {
+        let handler = env!("CARGO_BIN_EXE_handler");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(handler);
+                command
+            }
+            None => Command::new(handler),
+        };
         command
             .args(args)
             .env_clear()
