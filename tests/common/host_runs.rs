@@ -411,7 +411,8 @@ impl HostBench {
             .iter()
             .filter(|u| {
                 let last = recorded[u].last().map(|(a, at)| (a.as_str(), *at));
-                state.get(u).map(|k| (k.availability.as_str(), k.at)) != last
+                let known = state.get(u);
+                known.as_ref().map(|k| (k.availability.as_str(), k.at)) != last
             })
             .count()
             + state.len().abs_diff(with_history);
