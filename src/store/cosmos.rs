@@ -114,6 +114,9 @@ enum On {
 struct Warm {
     head: Option<(Head, Etag)>,
     state: Arc<LastKnown>,
+    /// Loaded from storage for the run about to record: that run already paid for the shards
+    /// and records it read, so it leaves snapshot writing to the next run.
+    loaded: bool,
 }
 
 /// The state container's entry point. Small on purpose: it is read on every run.
@@ -793,9 +796,11 @@ impl CosmosStore {
                 since: 0,
             });
         }
-        if head.next.is_some() {
+        let crowded = departures.len() > self.tuning.max_departures_in_head;
+        if head.next.is_some() && (!warm.loaded || crowded) {
             self.advance_snapshot(run, state, &mut head, departures.len()).await?;
         }
+        warm.loaded = false;
         match self.write_head(run, &head, etag).await? {
             Some(new_etag) => {
                 warm.head = Some((head, new_etag));
@@ -826,7 +831,7 @@ impl HistoryStore for CosmosStore {
             info!("another instance advanced the state: reloading it");
         }
         let state = Arc::new(self.load(run, head.as_ref().map(|(h, _)| h)).await?);
-        self.set_warm(Some(Warm { head, state: state.clone() }));
+        self.set_warm(Some(Warm { head, state: state.clone(), loaded: true }));
         Ok(state)
     }
 
