@@ -104,8 +104,9 @@ impl Bench {
 }
 
 /// How far past its budget a run may return: the budget bounds Graph work; the store write that
-/// follows (a few milliseconds here) and scheduling on a busy 2-core machine come on top.
-const SLACK: Duration = Duration::from_millis(400);
+/// follows (a few milliseconds here) and scheduling on a busy 2-core machine come on top. Still
+/// well short of when the work would have ended (2.1 s in process, 15 s through the handler).
+const SLACK: Duration = Duration::from_millis(500);
 
 #[tokio::test]
 async fn a_run_cut_by_its_deadline_records_what_it_saw_and_the_next_run_the_rest() {
@@ -211,7 +212,7 @@ async fn the_handler_returns_at_run_deadline_seconds_and_the_next_run_completes(
     let (observed, unobserved) = (summary_field(&reply, "observed"), summary_field(&reply, "unobserved"));
     println!("deadline (handler): took {} ms: observed={observed} unobserved={unobserved}", took.as_millis());
     assert_eq!((observed, unobserved), (3 * 650, users.len() - 3 * 650), "{reply}");
-    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(10) + SLACK, "{took:?}");
+    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(10) + 2 * SLACK, "{took:?}");
     let stderr = handler.wait_for_stderr(WORK_LEFT).join("\n");
     let left = events(&stderr, WORK_LEFT);
     assert_eq!(left.len(), 1, "{stderr}");
