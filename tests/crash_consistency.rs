@@ -18,7 +18,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::host_runs::{HostBench, Kill, Outcome};
+use common::host_runs::{HostBench, Kill, Outcome, Phase};
 use common::seeded::{Rng, long_profile, seed};
 use teams_presence::simulator::SimConfig;
 
@@ -49,10 +49,12 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing() {
     println!("crash: a typical run takes {run_ms} ms, of which {store_ms} ms between reading the state and the commit");
 
     let mut slot = 2;
-    for _ in 0..attempts {
+    for index in 0..attempts {
         // A kill at a uniform delay mostly lands in Graph calls, which take most of a run; the
         // store phase and the moment after the commit are aimed at by the handler's log lines.
-        let kill = match rng.below(20) {
+        // The first three attempts take one kind each, so every kind is in every profile.
+        let kind = if index < 3 { [4, 12, 17][index] } else { rng.below(20) as usize };
+        let kill = match kind {
             0..=3 => None,
             4..=11 => Some(Kill::After(Duration::from_millis(rng.below(run_ms * 11 / 10)))),
             12..=16 => Some(Kill::InStore(Duration::from_micros(rng.below(store_ms * 1_500)))),
@@ -82,5 +84,8 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing() {
     assert_eq!(verdict.state_mismatches, 0, "the last-known state differs from the history");
     assert_eq!(verdict.integrity, "ok", "SQLite integrity check");
     assert!(figures.changes_expected > bench.users.len() * 3 / 2, "presence barely changed: {figures}");
+    assert_eq!(verdict.commits_lost, 0, "a run killed after its commit must be in the store");
     assert!(bench.kills >= attempts / 3, "too few kills landed: {}", bench.kills);
+    assert!(verdict.killed_in(Phase::Store) > 0, "no kill landed in the store phase: {}", verdict.describe());
+    assert!(verdict.killed_after_commit() > 0, "no kill landed after a commit: {}", verdict.describe());
 }

@@ -50,8 +50,8 @@ fn events(text: &str, message: &str) -> Vec<Value> {
         .collect()
 }
 
-/// What the Graph client logs when presence calls did not get done.
-const WORK_LEFT: &str = "some presence calls failed; their users have no observation this run";
+/// What the Graph client logs when the deadline left presence calls undone.
+const WORK_LEFT: &str = "run deadline reached with presence calls left; the next run reads them";
 
 struct Bench {
     sim: SimHandle,
@@ -104,8 +104,9 @@ impl Bench {
 }
 
 /// How far past its budget a run may return: the budget bounds Graph work; the store write that
-/// follows (a few milliseconds here) and scheduling on a busy 2-core machine come on top.
-const SLACK: Duration = Duration::from_millis(400);
+/// follows (a few milliseconds here) and scheduling on a busy 2-core machine come on top. Still
+/// well short of when the work would have ended (2.1 s in process, 15 s through the handler).
+const SLACK: Duration = Duration::from_millis(500);
 
 #[tokio::test]
 async fn a_run_cut_by_its_deadline_records_what_it_saw_and_the_next_run_the_rest() {
@@ -125,8 +126,7 @@ async fn a_run_cut_by_its_deadline_records_what_it_saw_and_the_next_run_the_rest
     assert_eq!(left.len(), 1, "one line saying work was left: {text}");
     assert_eq!(left[0]["level"], "WARN");
     assert_eq!(left[0]["ids"], summary.unobserved as u64, "{}", left[0]);
-    let reason = left[0]["first_reason"].as_str().unwrap();
-    assert!(reason.contains("run deadline was reached during getPresencesByUserId"), "{reason}");
+    assert!(!text.contains("some presence calls failed"), "the deadline is not reported as Graph failing: {text}");
     let recorded: usize = history(&bench.store, &bench.users).await.values().map(Vec::len).sum();
     assert_eq!(recorded, summary.observed);
 
@@ -211,11 +211,11 @@ async fn the_handler_returns_at_run_deadline_seconds_and_the_next_run_completes(
     let (observed, unobserved) = (summary_field(&reply, "observed"), summary_field(&reply, "unobserved"));
     println!("deadline (handler): took {} ms: observed={observed} unobserved={unobserved}", took.as_millis());
     assert_eq!((observed, unobserved), (3 * 650, users.len() - 3 * 650), "{reply}");
-    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(10) + SLACK, "{took:?}");
+    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(10) + 2 * SLACK, "{took:?}");
     let stderr = handler.wait_for_stderr(WORK_LEFT).join("\n");
     let left = events(&stderr, WORK_LEFT);
     assert_eq!(left.len(), 1, "{stderr}");
-    assert!(left[0]["first_reason"].as_str().unwrap().contains("run deadline was reached"), "{}", left[0]);
+    assert_eq!(left[0]["ids"], unobserved as u64, "{}", left[0]);
     assert_eq!(left[0]["span"]["invocation_id"], "deadline-0", "the line names the run: {}", left[0]);
 
     let (reply, took) = invoke(&handler, 1).await;

@@ -46,6 +46,8 @@ pub struct Membership {
 pub struct BatchFailure {
     pub ids: usize,
     pub reason: String,
+    /// Not a failure of Graph: the run's deadline came before the call could be made or finish.
+    pub deadline: bool,
 }
 
 /// What one run's presence calls saw.

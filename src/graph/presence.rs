@@ -70,7 +70,11 @@ impl Outcome {
         Self {
             observations: Vec::new(),
             unobserved: ids.to_vec(),
-            failures: vec![BatchFailure { ids: ids.len(), reason: error.to_string() }],
+            failures: vec![BatchFailure {
+                ids: ids.len(),
+                reason: error.to_string(),
+                deadline: matches!(error, GraphError::Deadline { .. }),
+            }],
         }
     }
 
@@ -211,10 +215,21 @@ impl GraphClient {
     }
 }
 
+/// One line for the calls the deadline cut (work left for the next run), one for those Graph
+/// failed, each with the number of users without an observation.
 fn warn_failures(failures: &[BatchFailure]) {
-    if let Some(first) = failures.first() {
-        let ids: usize = failures.iter().map(|f| f.ids).sum();
-        tracing::warn!(failed_calls = failures.len(), ids, first_reason = %first.reason, "some presence calls failed; their users have no observation this run");
+    let (cut, failed): (Vec<&BatchFailure>, Vec<&BatchFailure>) = failures.iter().partition(|f| f.deadline);
+    if !cut.is_empty() {
+        let ids: usize = cut.iter().map(|f| f.ids).sum();
+        tracing::warn!(
+            calls = cut.len(),
+            ids,
+            "run deadline reached with presence calls left; the next run reads them"
+        );
+    }
+    if let Some(first) = failed.first() {
+        let ids: usize = failed.iter().map(|f| f.ids).sum();
+        tracing::warn!(failed_calls = failed.len(), ids, first_reason = %first.reason, "some presence calls failed; their users have no observation this run");
     }
 }
 

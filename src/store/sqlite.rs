@@ -156,6 +156,15 @@ impl SqliteStore {
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
+    // SQLite quietly opens a file it may not write read-only; refused here, opening fails and is
+    // tried again by the next run, which then works once the file is writable (a connection
+    // kept read-only would fail every run until a restart).
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            Some("the file is not writable, so SQLite opened it read-only".into()),
+        ));
+    }
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // WAL with NORMAL survives process crashes; only an OS crash can lose the last commits.
@@ -580,6 +589,13 @@ mod tests {
             assert!(message.starts_with("SQLite store /data/presence.db: "), "{message}");
             assert!(message.contains(problem), "{message}");
         }
+        // A file SQLite can only read is refused at open, whatever the schema statements do.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("presence.db");
+        drop(open_connection(&db).unwrap());
+        let read_only = std::path::PathBuf::from(format!("file:{}?mode=ro", db.display()));
+        let message = open_connection(&read_only).map(drop).map_err(|e| sqlite_error(&db, e)).unwrap_err().to_string();
+        assert!(message.contains("not writable, so SQLite opened it read-only"), "{message}");
         // Other failures keep SQLite's words alone.
         let message = sqlite_error(path, failure(ffi::SQLITE_IOERR_READ)).to_string();
         assert_eq!(message, "SQLite store /data/presence.db: Error code 266: Error reading from disk");

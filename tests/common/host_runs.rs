@@ -43,15 +43,20 @@ pub enum Phase {
 /// What the handler logs at the boundaries between phases (`LOG_LEVEL=teams_presence=debug`).
 const STORE_MARKERS: [&str; 2] = ["loaded the last-known state", "last-known state is current in memory"];
 
-fn message(line: &str) -> Option<(String, Option<DateTime<Utc>>)> {
+/// A log line's message and time, if the line belongs to the run of `invocation_id` (the reader
+/// threads hand lines over a little late, so a buffer can still be receiving the run before).
+fn message(line: &str, invocation_id: &str) -> Option<(String, Option<DateTime<Utc>>)> {
     let event: Value = serde_json::from_str(line).ok()?;
+    if event["span"]["invocation_id"] != invocation_id {
+        return None;
+    }
     let message = event["message"].as_str()?.to_string();
     let at = event["timestamp"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc());
     Some((message, at))
 }
 
-fn phase_reached(lines: &[String]) -> Phase {
-    let messages: Vec<String> = lines.iter().filter_map(|l| message(l)).map(|(m, _)| m).collect();
+fn phase_reached(lines: &[String], invocation_id: &str) -> Phase {
+    let messages: Vec<String> = lines.iter().filter_map(|l| message(l, invocation_id)).map(|(m, _)| m).collect();
     let seen = |wanted: &[&str]| messages.iter().any(|m| wanted.contains(&m.as_str()));
     if seen(&["run finished"]) {
         Phase::Responding
@@ -97,6 +102,11 @@ pub struct Attempt {
     pub outcome: Outcome,
     /// The handler was killed during (or, with [`Kill::AfterCommit`], right after) this run.
     pub killed: bool,
+    /// Each user's true availability during the run, in the order of `HostBench::users` (the
+    /// simulator keeps only recent epochs).
+    truth: Vec<&'static str>,
+    /// What a killed handler logged during this run, to explain a failed check.
+    killed_log: Vec<String>,
 }
 
 /// The stored history checked against the truth, with what else a recovery must get right.
@@ -114,6 +124,8 @@ pub struct Verdict {
     pub integrity: String,
     /// Invocations answered with an error, with the error.
     pub failed: Vec<String>,
+    /// Killed after the handler logged its commit, yet nothing of the run is in the store.
+    pub commits_lost: usize,
 }
 
 impl Verdict {
@@ -133,8 +145,9 @@ impl Verdict {
             .map(|((p, wrote), n)| format!("{p:?}{}={n}", if *wrote { "+stored" } else { "" }))
             .collect();
         format!(
-            "killed runs by phase [{}] repeats of a recorded slot={} already_recorded={} failed={} state mismatches={} integrity={}",
+            "killed runs by phase [{}] commits lost={} repeats of a recorded slot={} already_recorded={} failed={} state mismatches={} integrity={}",
             killed.join(" "),
+            self.commits_lost,
             self.repeats_of_recorded_slots,
             self.already_recorded,
             self.failed.len(),
@@ -234,10 +247,11 @@ impl HostBench {
         // the run before.
         tokio::time::sleep(Duration::from_millis(3)).await;
         let from = Utc::now();
+        let invocation_id = format!("host-run-{}", self.attempts.len());
         let request = self
             .http
             .post(handler.url("/function-timer"))
-            .header("X-Azure-Functions-InvocationId", format!("crash-{}", self.attempts.len()))
+            .header("X-Azure-Functions-InvocationId", &invocation_id)
             .body(body)
             .send();
         let response = async move {
@@ -247,10 +261,11 @@ impl HostBench {
         };
         let mut response = std::pin::pin!(response);
         let mut killed = false;
+        let mut killed_log = Vec::new();
         let outcome = match kill {
             None => outcome_of(response.await),
             Some(kill) => {
-                let trigger = kill_trigger(stdout.clone(), lines_before, kill);
+                let trigger = kill_trigger(stdout.clone(), lines_before, &invocation_id, kill);
                 let mut trigger = std::pin::pin!(trigger);
                 let early = tokio::select! {
                     answered = &mut response => Some(answered),
@@ -273,32 +288,49 @@ impl HostBench {
                             None => response.await,
                         };
                         let lines = drained(&stdout);
+                        if std::env::var("HOST_RUNS_DEBUG").is_ok() {
+                            for line in &lines[lines_before.min(lines.len())..] {
+                                println!("  killed handler logged: {line}");
+                            }
+                        }
                         self.handler = None;
                         match answered {
                             // The response was in before the process died.
                             Ok((200, body)) => outcome_of(Ok((200, body))),
-                            _ => Outcome::Killed(phase_reached(&lines[lines_before.min(lines.len())..])),
+                            _ => {
+                                let logged = &lines[lines_before.min(lines.len())..];
+                                killed_log = logged.to_vec();
+                                Outcome::Killed(phase_reached(logged, &invocation_id))
+                            }
                         }
                     }
                 }
             }
         };
         let to = Utc::now();
+        let truth = self.users.iter().map(|u| self.sim.truth(u, epoch).unwrap()).collect();
         self.sim.advance_epoch();
-        self.attempts.push(Attempt { slot, epoch, from, to, outcome, killed });
+        self.attempts.push(Attempt { slot, epoch, from, to, outcome, killed, truth, killed_log });
         self.attempts.last().unwrap()
     }
 
-    /// How long the store phase of the latest completed run took, by the handler's own clock.
+    /// How long the store phase of the latest run took, by the handler's own clock (5 ms when
+    /// its lines do not come).
     pub fn store_phase(&self) -> Duration {
         let Some(handler) = &self.handler else { return Duration::from_millis(5) };
-        let lines = handler.stdout_lines();
-        let events: Vec<(String, Option<DateTime<Utc>>)> = lines.iter().filter_map(|l| message(l)).collect();
-        let start = events.iter().rev().find(|(m, _)| STORE_MARKERS.contains(&m.as_str())).and_then(|(_, t)| *t);
-        let end = events.iter().rev().find(|(m, _)| m == "recorded").and_then(|(_, t)| *t);
-        match (start, end) {
-            (Some(start), Some(end)) if end > start => (end - start).to_std().unwrap_or_default(),
-            _ => Duration::from_millis(5),
+        let invocation_id = format!("host-run-{}", self.attempts.len().saturating_sub(1));
+        let give_up = Instant::now() + Duration::from_secs(2);
+        loop {
+            let lines = handler.stdout_lines();
+            let events: Vec<(String, Option<DateTime<Utc>>)> =
+                lines.iter().filter_map(|l| message(l, &invocation_id)).collect();
+            let start = events.iter().find(|(m, _)| STORE_MARKERS.contains(&m.as_str())).and_then(|(_, t)| *t);
+            let end = events.iter().find(|(m, _)| m == "recorded").and_then(|(_, t)| *t);
+            match (start, end) {
+                (Some(start), Some(end)) if end > start => return (end - start).to_std().unwrap_or_default(),
+                _ if Instant::now() > give_up => return Duration::from_millis(5),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
         }
     }
 
@@ -344,6 +376,7 @@ impl HostBench {
         let mut phases: BTreeMap<(Phase, bool), usize> = BTreeMap::new();
         let mut failed = Vec::new();
         let mut repeats_of_recorded_slots = 0;
+        let mut commits_lost = 0;
         let mut already_recorded = 0;
         for (i, attempt) in self.attempts.iter().enumerate() {
             // A run writes one observation time; any other time in its window is left for the
@@ -360,6 +393,17 @@ impl HostBench {
                 }
                 Outcome::Killed(phase) => {
                     *phases.entry((*phase, wrote)).or_default() += 1;
+                    // A third of the users change at every epoch here: every run has records.
+                    if *phase >= Phase::Committed && !wrote {
+                        commits_lost += 1;
+                        println!(
+                            "commit lost? attempt {i} slot {} {}..{}; the handler logged:\n{}",
+                            attempt.slot,
+                            attempt.from,
+                            attempt.to,
+                            attempt.killed_log.join("\n")
+                        );
+                    }
                     if !wrote {
                         continue;
                     }
@@ -379,7 +423,7 @@ impl HostBench {
             if wrote {
                 slots_with_records.insert(attempt.slot);
             }
-            let truth = self.users.iter().map(|u| (*u, self.sim.truth(u, attempt.epoch).unwrap())).collect();
+            let truth = self.users.iter().copied().zip(attempt.truth.iter().copied()).collect();
             runs.push(CompletedRun {
                 observed_at: observed_at.unwrap_or(attempt.from),
                 complete: complete && !repeat,
@@ -435,6 +479,7 @@ impl HostBench {
             state_mismatches: mismatched,
             integrity,
             failed,
+            commits_lost,
         }
     }
 }
@@ -459,7 +504,7 @@ fn outcome_of(answered: Result<(u16, String), reqwest::Error>) -> Outcome {
     }
 }
 
-async fn kill_trigger(stdout: Arc<Mutex<Vec<String>>>, from: usize, kill: Kill) {
+async fn kill_trigger(stdout: Arc<Mutex<Vec<String>>>, from: usize, invocation_id: &str, kill: Kill) {
     let (markers, delay): (&[&str], Duration) = match kill {
         Kill::After(delay) => return tokio::time::sleep(delay).await,
         Kill::InStore(delay) => (&STORE_MARKERS, delay),
@@ -469,7 +514,10 @@ async fn kill_trigger(stdout: Arc<Mutex<Vec<String>>>, from: usize, kill: Kill) 
     loop {
         let reached = {
             let lines = stdout.lock().unwrap();
-            lines[from.min(lines.len())..].iter().filter_map(|l| message(l)).any(|(m, _)| markers.contains(&m.as_str()))
+            lines[from.min(lines.len())..]
+                .iter()
+                .filter_map(|l| message(l, invocation_id))
+                .any(|(m, _)| markers.contains(&m.as_str()))
         };
         if reached || Instant::now() > give_up {
             break;
