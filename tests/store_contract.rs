@@ -202,3 +202,38 @@ async fn an_embedded_store_keyed_by_record_id_is_migrated_with_its_records() {
         .unwrap();
     assert_eq!(columns, ["user_id", "slot", "availability", "timestamp"]);
 }
+
+/// A snapshot started while the state was small starts again at the right size when the state
+/// grows a lot before it is complete, so no shard grows towards Cosmos DB's 2 MB document limit
+/// (found by the RU benchmark: a 1-shard snapshot of 100,000 users was refused with 413).
+#[tokio::test]
+async fn a_cosmos_snapshot_in_progress_is_resized_when_the_state_grows() {
+    use base64::Engine as _;
+    let emulator = Emulator::new();
+    let tuning = Tuning { users_per_shard: 16, min_records_between_snapshots: 40, ..Tuning::default() };
+    let store = emulator.store(tuning, Vec::new()).await;
+    let values = ["Available", "Away", "Busy"];
+    // Run 1 (one user) starts a 1-shard snapshot; run 2 (800 users) would finish it as one shard.
+    for run in 1..=4i64 {
+        let users: u128 = if run == 1 { 1 } else { 800 };
+        let changes: Vec<(u128, &str)> = (0..users).map(|u| (u, values[((u as i64 + run) % 3) as usize])).collect();
+        store.last_known(&cases::run_context(run)).await.unwrap();
+        store.record(&cases::run_context(run), cases::plan(run, &changes, &[])).await.unwrap();
+    }
+    let shards: Vec<(String, usize)> = emulator
+        .documents(&emulator.settings.state_container.clone())
+        .await
+        .into_iter()
+        .filter(|doc| doc["id"].as_str().is_some_and(|id| id.starts_with("snapshot-")))
+        .map(|doc| {
+            let data = base64::engine::general_purpose::STANDARD.decode(doc["data"].as_str().unwrap()).unwrap();
+            (doc["id"].as_str().unwrap().to_string(), data.len() / 26)
+        })
+        .collect();
+    assert!(shards.len() > 1, "{shards:?}");
+    for (id, entries) in &shards {
+        assert!(*entries <= 3 * 16, "shard {id} holds {entries} users: {shards:?}");
+    }
+    let state = emulator.store(Tuning::default(), Vec::new()).await.last_known(&cases::run_context(5)).await.unwrap();
+    assert_eq!(state.len(), 800, "a cold instance rebuilds everyone");
+}

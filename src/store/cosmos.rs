@@ -784,17 +784,22 @@ impl CosmosStore {
             gone: encode_departures(&departures),
             next: previous.next.clone(),
         };
-        if let Some(next) = &mut head.next {
-            next.since += outcome.written as u64;
-        } else if self.snapshot_due(&head, state, departures.len(), plan.observed_at) {
-            let shards = state.len().div_ceil(self.tuning.users_per_shard.max(1)).max(1);
-            head.next = Some(NextSnapshot {
-                bank: 1 - previous.snap.bank.min(1),
-                shards: u32::try_from(shards).unwrap_or(u32::MAX),
-                written: 0,
-                through: format_timestamp(plan.observed_at),
-                since: 0,
-            });
+        let wanted = u32::try_from(state.len().div_ceil(self.tuning.users_per_shard.max(1)).max(1)).unwrap_or(u32::MAX);
+        let start = NextSnapshot {
+            bank: 1 - previous.snap.bank.min(1),
+            shards: wanted,
+            written: 0,
+            through: format_timestamp(plan.observed_at),
+            since: 0,
+        };
+        let due = head.next.is_none() && self.snapshot_due(&head, state, departures.len(), plan.observed_at);
+        match &mut head.next {
+            // Sized for a much smaller state (a group added meanwhile), its shards would grow
+            // towards Cosmos DB's 2 MB document limit: it starts again at the right size.
+            Some(next) if wanted > next.shards.saturating_add(next.shards / 4) => *next = start,
+            Some(next) => next.since += outcome.written as u64,
+            None if due => head.next = Some(start),
+            None => {}
         }
         let crowded = departures.len() > self.tuning.max_departures_in_head;
         if head.next.is_some() && (!warm.loaded || crowded) {
