@@ -181,6 +181,7 @@ impl PollCycle {
         let seen = Seen::of(&membership, &snapshot, &plan);
         // At a million users the Graph view is ~50 MB: it is not held while the store writes.
         drop((snapshot, membership));
+        debug!(changes = plan.changes.len(), departed = seen.departed, "recording the run");
         let outcome = self.store.record(run, plan).await?;
         let record_ms = recording.elapsed().as_millis() as u64;
 

@@ -46,7 +46,9 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing() {
     assert!(matches!(typical.outcome, Outcome::Completed { complete: true, .. }), "{:?}", typical.outcome);
     let run_ms = (typical.to - typical.from).num_milliseconds().max(1) as u64;
     let store_ms = bench.store_phase().as_millis().max(1) as u64;
-    println!("crash: a typical run takes {run_ms} ms, of which {store_ms} ms between reading the state and the commit");
+    println!(
+        "crash: a typical run takes {run_ms} ms, of which {store_ms} ms between handing the plan to the store and the commit"
+    );
 
     let mut slot = 2;
     for index in 0..attempts {

@@ -30,7 +30,7 @@ pub enum Phase {
     Accepting,
     /// Opening the store on the first run after a restart, reading members and presence.
     Graph,
-    /// The last-known state was read; the run's transaction was being planned or written.
+    /// Graph was read and the changes planned; the run's transaction was being written.
     Store,
     /// The store logged the commit; the summary was not yet out.
     Committed,
@@ -41,7 +41,8 @@ pub enum Phase {
 }
 
 /// What the handler logs at the boundaries between phases (`LOG_LEVEL=teams_presence=debug`).
-const STORE_MARKERS: [&str; 2] = ["loaded the last-known state", "last-known state is current in memory"];
+/// The state is read while Graph is, so the store phase starts when the cycle hands the plan over.
+const STORE_MARKERS: [&str; 1] = ["recording the run"];
 
 /// A log line's message and time, if the line belongs to the run of `invocation_id` (the reader
 /// threads hand lines over a little late, so a buffer can still be receiving the run before).
@@ -75,7 +76,7 @@ fn phase_reached(lines: &[String], invocation_id: &str) -> Phase {
 pub enum Kill {
     /// SIGKILL this long after the POST went out.
     After(Duration),
-    /// SIGKILL this long after the handler logged that it read the last-known state: inside the
+    /// SIGKILL this long after the handler logged that it began recording the run: inside the
     /// store phase, whose few milliseconds a uniform delay rarely hits.
     InStore(Duration),
     /// SIGKILL as soon as the handler logged the commit: the run is stored, the host never hears.
