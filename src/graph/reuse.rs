@@ -104,7 +104,7 @@ impl MembershipReuse {
         state.refresh = Some(tokio::spawn(task.instrument(tracing::Span::current())));
     }
 
-    /// Waits for a background read, if one is going on (tests, shutdown).
+    /// Waits for a background read, if one is going on (for tests: production runs never wait).
     pub async fn settle(&self) {
         let task = self.lock().refresh.take();
         if let Some(task) = task {
