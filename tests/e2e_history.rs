@@ -7,7 +7,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use common::handler_process::{HandlerProcess, timer_body};
+use common::handler_process::{HandlerProcess, tenant_env, timer_body};
 use serde_json::Value;
 use teams_presence::model::{GroupId, UserId};
 use teams_presence::simulator::{SimConfig, SimHandle, Simulator, standard_groups};
@@ -27,18 +27,7 @@ async fn start(users: u32) -> Tenant {
     let groups = standard_groups()[..3].to_vec();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("presence.db");
-    let ids: Vec<String> = groups.iter().map(GroupId::to_string).collect();
-    let env: HashMap<String, String> = [
-        ("ENTRA_GROUP_IDS", ids.join(";")),
-        ("GRAPH_BASE_URL", sim.base_url()),
-        ("IDENTITY_ENDPOINT", sim.identity_endpoint()),
-        ("IDENTITY_HEADER", sim.identity_header().to_string()),
-        ("PRESENCE_DB", db.display().to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let handler = HandlerProcess::start(&env);
+    let handler = HandlerProcess::start(&tenant_env(&sim, &groups, &db, &[]));
     Tenant { sim, handler, groups, db, _dir: dir }
 }
 

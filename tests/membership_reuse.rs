@@ -3,17 +3,15 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use common::graph_sim::{client, run, settings};
-use common::handler_process::{HandlerProcess, timer_body};
+use common::handler_process::{HandlerProcess, tenant_env, timer_body};
 use serde_json::Value;
 use teams_presence::graph::Tenant;
 use teams_presence::graph::reuse::MembershipReuse;
-use teams_presence::model::GroupId;
 use teams_presence::simulator::{Endpoint, Fault, SimConfig, Simulator, standard_groups};
 
 #[tokio::test]
@@ -62,19 +60,9 @@ fn summary(reply: &Value, field: &str) -> u64 {
 #[tokio::test]
 async fn the_handler_reuses_membership_and_logs_the_background_read_with_the_invocation_id() {
     let sim = Simulator::start(SimConfig::standard(2_000).max_page_size(100)).await.unwrap();
-    let groups: Vec<String> = standard_groups()[..3].iter().map(GroupId::to_string).collect();
     let dir = tempfile::tempdir().unwrap();
-    let env: HashMap<String, String> = [
-        ("ENTRA_GROUP_IDS", groups.join(";")),
-        ("GRAPH_BASE_URL", sim.base_url()),
-        ("IDENTITY_ENDPOINT", sim.identity_endpoint()),
-        ("IDENTITY_HEADER", sim.identity_header().to_string()),
-        ("PRESENCE_DB", dir.path().join("presence.db").display().to_string()),
-        ("MEMBERSHIP_INLINE_LIMIT_SECONDS", "0".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let db = dir.path().join("presence.db");
+    let env = tenant_env(&sim, &standard_groups()[..3], &db, &[("MEMBERSHIP_INLINE_LIMIT_SECONDS", "0")]);
     let handler = HandlerProcess::start(&env);
     let first_slot = Utc::now();
     let mut replies = Vec::new();

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use common::cosmos_emulator::Emulator;
 use common::graph_sim;
-use common::handler_process::{HandlerProcess, timer_body};
+use common::handler_process::{HandlerProcess, tenant_env, timer_body};
 use common::store_cases::{StoredBytes, plan, run_context, user};
 use serde_json::Value;
 use teams_presence::cycle::{PollCycle, RunContext};
@@ -65,20 +65,8 @@ async fn deploy(users: u32, extra: &[(&str, &str)]) -> Deployment {
     let groups = standard_groups()[..2].to_vec();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("presence.db");
-    let ids: Vec<String> = groups.iter().map(GroupId::to_string).collect();
-    let mut env: HashMap<String, String> = [
-        ("ENTRA_GROUP_IDS", ids.join(",")),
-        ("GRAPH_BASE_URL", sim.base_url()),
-        ("IDENTITY_ENDPOINT", sim.identity_endpoint()),
-        ("IDENTITY_HEADER", sim.identity_header().to_string()),
-        ("PRESENCE_DB", db.display().to_string()),
-        // User ids are logged only at debug: the strictest check of what logs may contain.
-        ("LOG_LEVEL", "debug".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    // User ids are logged only at debug: the strictest check of what logs may contain.
+    let env = tenant_env(&sim, &groups, &db, &[&[("LOG_LEVEL", "debug")], extra].concat());
     let handler = HandlerProcess::start(&env);
     Deployment { sim, handler, groups, db, _dir: dir }
 }

@@ -21,6 +21,7 @@ use azure_data_cosmos::fault_injection::{
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use common::cosmos_emulator::Emulator;
 use common::oracle::{CompletedRun, FailedRun, Figures, compare, compare_with_failed_runs};
+use common::seeded::{Rng, long_profile, seed};
 use teams_presence::cycle::{PollCycle, RunContext, RunSummary};
 use teams_presence::graph::Tenant;
 use teams_presence::model::{GroupId, Slot, UserId};
@@ -28,33 +29,6 @@ use teams_presence::simulator::{Endpoint, Fault, RetryAfter, SimConfig, SimHandl
 use teams_presence::store::HistoryStore;
 use teams_presence::store::cosmos::Tuning;
 use teams_presence::store::sqlite::SqliteStore;
-
-/// splitmix64: a seeded sequence, so a failing soak can be replayed from the seed it printed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("RELIABILITY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7)
-    })
-}
-
-fn long_profile() -> bool {
-    std::env::var("RELIABILITY_PROFILE").is_ok_and(|p| p == "long")
-}
 
 /// How long one Graph call may take before the client gives up on it: short, so that hung and
 /// slow responses cost the soak little.

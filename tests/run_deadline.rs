@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use common::handler_process::{HandlerProcess, timer_body};
+use common::handler_process::{HandlerProcess, tenant_env, timer_body};
 use common::oracle::{CompletedRun, compare};
 use serde_json::Value;
 use teams_presence::cycle::{PollCycle, RunContext, RunSummary};
-use teams_presence::model::{GroupId, Slot, UserId};
+use teams_presence::model::{Slot, UserId};
 use teams_presence::simulator::{Endpoint, Fault, SimConfig, SimHandle, Simulator, standard_groups};
 use teams_presence::store::HistoryStore;
 use teams_presence::store::sqlite::SqliteStore;
@@ -190,19 +190,7 @@ async fn the_handler_returns_at_run_deadline_seconds_and_the_next_run_completes(
     let users = sim.expected_users(&groups);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("presence.db");
-    let ids: Vec<String> = groups.iter().map(GroupId::to_string).collect();
-    let env: HashMap<String, String> = [
-        ("ENTRA_GROUP_IDS", ids.join(";")),
-        ("GRAPH_BASE_URL", sim.base_url()),
-        ("IDENTITY_ENDPOINT", sim.identity_endpoint()),
-        ("IDENTITY_HEADER", sim.identity_header().to_string()),
-        ("PRESENCE_DB", db.display().to_string()),
-        ("RUN_DEADLINE_SECONDS", "10".to_string()),
-        ("PRESENCE_CONCURRENCY", "1".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let env = tenant_env(&sim, &groups, &db, &[("RUN_DEADLINE_SECONDS", "10"), ("PRESENCE_CONCURRENCY", "1")]);
     let handler = HandlerProcess::start(&env);
     // Five batches of 650; the first four take 3 s each: three finish, the fourth is in flight at
     // 10 s and the fifth never starts.

@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
 use chrono::{SecondsFormat, TimeZone, Utc};
-use common::handler_process::{HandlerProcess, timer_body};
+use common::handler_process::{HandlerProcess, tenant_env, timer_body};
 use common::ingestion::{INSTRUMENTATION_KEY, IngestionServer, Upload, envelope};
 use common::{cosmos_emulator, graph_sim};
 use serde_json::Value;
@@ -328,18 +327,13 @@ async fn the_handler_binary_exports_each_timer_run_before_it_answers() {
     let sim = throttled_tenant().await;
     let ingestion = IngestionServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let ids: Vec<String> = standard_groups()[..3].iter().map(ToString::to_string).collect();
-    let env: HashMap<String, String> = [
-        ("ENTRA_GROUP_IDS", ids.join(";")),
-        ("GRAPH_BASE_URL", sim.base_url()),
-        ("IDENTITY_ENDPOINT", sim.identity_endpoint()),
-        ("IDENTITY_HEADER", sim.identity_header().to_string()),
-        ("PRESENCE_DB", dir.path().join("presence.db").display().to_string()),
-        ("APPLICATIONINSIGHTS_CONNECTION_STRING", ingestion.connection_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let connection_string = ingestion.connection_string();
+    let env = tenant_env(
+        &sim,
+        &standard_groups()[..3],
+        &dir.path().join("presence.db"),
+        &[("APPLICATIONINSIGHTS_CONNECTION_STRING", &connection_string)],
+    );
     let handler = HandlerProcess::start(&env);
     let http = reqwest::Client::new();
     for (n, minute) in [(1, 5), (2, 10)] {

@@ -7,6 +7,28 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The settings the host gives a handler polling `groups` on the Graph simulator `sim` (through
+/// its managed-identity endpoint) into the embedded store at `db`, plus `extra`.
+pub fn tenant_env(
+    sim: &teams_presence::simulator::SimHandle,
+    groups: &[teams_presence::model::GroupId],
+    db: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> HashMap<String, String> {
+    let ids: Vec<String> = groups.iter().map(ToString::to_string).collect();
+    [
+        ("ENTRA_GROUP_IDS", ids.join(";")),
+        ("GRAPH_BASE_URL", sim.base_url()),
+        ("IDENTITY_ENDPOINT", sim.identity_endpoint()),
+        ("IDENTITY_HEADER", sim.identity_header().to_string()),
+        ("PRESENCE_DB", db.display().to_string()),
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|(k, v)| (*k, v.to_string())))
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// A running `handler serve`, killed on drop, with everything it printed kept for assertions.
 pub struct HandlerProcess {
     pub child: Child,

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::Value;
 use teams_presence::cycle::RunContext;
-use teams_presence::model::{GroupId, Slot, UserId};
+use teams_presence::model::{Slot, UserId};
 use teams_presence::simulator::{SimConfig, SimHandle, Simulator, standard_groups};
 use teams_presence::store::HistoryStore;
 use teams_presence::store::sqlite::SqliteStore;
 
-use super::handler_process::{HandlerProcess, timer_body};
+use super::handler_process::{HandlerProcess, tenant_env, timer_body};
 use super::oracle::{CompletedRun, Figures, compare};
 
 /// Where in a run the kill landed, read from what the handler had logged before it died.
@@ -191,20 +191,9 @@ impl HostBench {
         let sim = Simulator::start(config).await.unwrap();
         let groups = standard_groups()[..3].to_vec();
         let users = sim.expected_users(&groups);
-        let ids: Vec<String> = groups.iter().map(GroupId::to_string).collect();
-        let env = [
-            ("ENTRA_GROUP_IDS", ids.join(";")),
-            ("GRAPH_BASE_URL", sim.base_url()),
-            ("IDENTITY_ENDPOINT", sim.identity_endpoint()),
-            ("IDENTITY_HEADER", sim.identity_header().to_string()),
-            ("PRESENCE_DB", db.display().to_string()),
-            // The phase markers are debug lines; user ids are not logged at this level unless
-            // someone leaves scope, which nobody does in these scenarios.
-            ("LOG_LEVEL", "info,teams_presence=debug".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        // The phase markers are debug lines; user ids are not logged at this level unless
+        // someone leaves scope, which nobody does in these scenarios.
+        let env = tenant_env(&sim, &groups, &db, &[("LOG_LEVEL", "info,teams_presence=debug")]);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
         Self {
             sim,
