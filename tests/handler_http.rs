@@ -17,17 +17,8 @@ async fn post(
     invocation_id: &str,
     body: impl Into<reqwest::Body>,
 ) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(handler.url(path))
-        .header("X-Azure-Functions-InvocationId", invocation_id)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("handler answers");
-    let status = response.status().as_u16();
-    let json = response.json().await.unwrap_or(Value::Null);
-    (status, json)
+    let (status, text) = handler.invoke(path, invocation_id, body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -60,15 +60,7 @@ impl Seen {
 }
 
 async fn invoke(handler: &HandlerProcess, function: &str, invocation_id: &str, body: String) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .post(handler.url(&format!("/{function}")))
-        .header("X-Azure-Functions-InvocationId", invocation_id)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("handler answers");
-    (response.status().as_u16(), response.text().await.unwrap_or_default())
+    handler.invoke(&format!("/{function}"), invocation_id, body).await
 }
 
 /// The host's HTTP-trigger payload (not forwarded) for `method` with the query `query`.

@@ -8,14 +8,15 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
 use chrono::{SecondsFormat, TimeZone, Utc};
 use common::handler_process::{HandlerProcess, tenant_env, timer_body};
 use common::ingestion::{INSTRUMENTATION_KEY, IngestionServer, Upload, envelope};
+// Console output as the Functions host would see it (one JSON line per event).
+use common::log_capture::Captured as Console;
 use common::{cosmos_emulator, graph_sim};
 use serde_json::Value;
 use teams_presence::cycle::{CycleError, PollCycle, RunContext, RunSummary};
@@ -31,30 +32,6 @@ use tracing_subscriber::EnvFilter;
 
 const PRESENCE: &str = "POST /communications/getPresencesByUserId";
 const MEMBERS: &str = "GET /groups/{id}/transitiveMembers";
-
-/// Console output captured as the Functions host would see it (one JSON line per event).
-#[derive(Clone, Default)]
-struct Console(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Console {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Console {
-    fn lines(&self) -> Vec<Value> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("console lines are JSON"))
-            .collect()
-    }
-}
 
 fn no_credential() -> Result<Arc<dyn TokenCredential>, &'static str> {
     Err("instrumentation-key ingestion needs no credential")

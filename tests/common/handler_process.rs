@@ -82,6 +82,19 @@ impl HandlerProcess {
         format!("http://{}{}", self.address, path)
     }
 
+    /// POSTs `body` to `path` as the host invokes a function: the status and the body's text.
+    pub async fn invoke(&self, path: &str, invocation_id: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let response = reqwest::Client::new()
+            .post(self.url(path))
+            .header("X-Azure-Functions-InvocationId", invocation_id)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("handler answers");
+        (response.status().as_u16(), response.text().await.unwrap_or_default())
+    }
+
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }

@@ -23,6 +23,11 @@ impl Captured {
     pub fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
+
+    /// Every line, parsed: what was written must be one JSON object per line.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        self.text().lines().map(|l| serde_json::from_str(l).expect("console lines are JSON")).collect()
+    }
 }
 
 /// JSON lines at `level` and above, until the guard drops. Use a current-thread runtime: the
