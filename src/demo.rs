@@ -276,7 +276,10 @@ async fn summarise(
     for (availability, count) in sorted {
         println!("    {availability:<16} {count}");
     }
-    println!("  data               {} (SQLite: user id, availability, timestamp only)", options.db.display());
+    println!(
+        "  data               {} (SQLite: user id, availability, timestamp and the run's schedule slot only)",
+        options.db.display()
+    );
     if let Some(user) = example {
         println!(
             "  export a user      PRESENCE_DB={} {} export --user {user} [--format csv]",
