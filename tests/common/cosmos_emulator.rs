@@ -12,6 +12,7 @@ use azure_data_cosmos::{
     AccountEndpoint, AccountReference, CosmosClient, CosmosClientBuilder, CosmosRuntimeBuilder, FeedScope,
     RoutingStrategy,
 };
+use azure_data_cosmos_driver::CosmosDriverRuntimeBuilder;
 use azure_data_cosmos_driver::in_memory_emulator::{InMemoryEmulatorHttpClient, VirtualAccountConfig, VirtualRegion};
 use futures::TryStreamExt;
 use teams_presence::config::{
@@ -54,7 +55,17 @@ impl Emulator {
 
     /// A fresh SDK client, as a new process would build one.
     pub async fn sdk_client(&self, faults: Vec<Arc<FaultInjectionRule>>) -> CosmosClient {
-        let runtime = CosmosRuntimeBuilder::from(self.client.runtime_builder()).build().await.unwrap();
+        self.sdk_client_on(self.client.runtime_builder(), faults).await
+    }
+
+    /// A fresh SDK client whose requests take `transport` to this emulator (e.g. through the
+    /// request-unit budget of `ru_budget.rs`).
+    pub async fn sdk_client_on(
+        &self,
+        transport: CosmosDriverRuntimeBuilder,
+        faults: Vec<Arc<FaultInjectionRule>>,
+    ) -> CosmosClient {
+        let runtime = CosmosRuntimeBuilder::from(transport).build().await.unwrap();
         let mut builder = CosmosClientBuilder::new().with_runtime(runtime);
         if !faults.is_empty() {
             builder = builder.with_fault_injection_rules(faults).unwrap();

@@ -10,6 +10,7 @@ pub mod host_runs;
 pub mod ingestion;
 pub mod log_capture;
 pub mod oracle;
+pub mod ru_budget;
 pub mod seeded;
 pub mod store_cases;
 pub mod tls_relay;
