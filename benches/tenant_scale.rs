@@ -21,16 +21,14 @@ use teams_presence::simulator::user_id;
 /// Graph's documented presence limit, which the simulator enforces.
 const THROTTLE_LIMIT: u64 = 1_500;
 const THROTTLE_WINDOW: Duration = Duration::from_secs(30);
-/// The handler's defaults (src/config.rs), which the benchmark does not override.
-const PRESENCE_CONCURRENCY: u64 = 8;
-const GROUP_CONCURRENCY: u64 = 4;
-const IDS_PER_CALL: u64 = 650;
-const PAGE: u64 = 999;
 /// `MEMBERSHIP_INLINE_LIMIT_SECONDS`' default: slower paging is done in the background and a warm
 /// run reuses the previous read (src/graph/reuse.rs).
 const INLINE_LIMIT_S: f64 = 20.0;
 /// Baseline clients: as many requests in flight as the handler's presence calls.
 const BASELINE_CONCURRENCY: usize = 8;
+
+#[path = "common/graph_bound.rs"]
+mod graph_bound;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -270,36 +268,6 @@ async fn background_read(client: &reqwest::Client, sim: &Sim, dir: &Path, before
     json!({ "error": "no background membership read logged within 300 s" })
 }
 
-/// The standard tenant's three configured groups, as transitiveMembers lists them: users
-/// (the nested group's included) plus non-user members (SimConfig::standard).
-fn group_sizes(users: u64) -> [u64; 3] {
-    let pct = |p: u64| users * p / 100;
-    [pct(40).max(pct(55)) + 25 + 1 + 3, pct(75) - pct(30) + 10, users - pct(70) + 5]
-}
-
-struct Bounds {
-    members_s: f64,
-    presence_s: f64,
-    /// Nothing can finish before the last member page is read and its users' presence fetched,
-    /// nor before the presence calls fit through the throttle.
-    run_s: f64,
-    /// What the presence throttle alone allows (issue 8's "about 31 s" at a million users).
-    throttle_s: f64,
-}
-
-fn bounds(settings: &Settings, users: u64) -> Bounds {
-    let lat = settings.mean_latency();
-    let pages: Vec<u64> = group_sizes(users).iter().map(|m| m.div_ceil(PAGE)).collect();
-    // Groups are paged in parallel (3 groups <= GROUP_CONCURRENCY), each page after the last.
-    assert!(pages.len() as u64 <= GROUP_CONCURRENCY);
-    let members_s = *pages.iter().max().unwrap_or(&0) as f64 * lat;
-    let calls = users.div_ceil(IDS_PER_CALL);
-    let by_concurrency = calls.div_ceil(PRESENCE_CONCURRENCY) as f64 * lat;
-    let throttle_s = ((calls.saturating_sub(1)) / THROTTLE_LIMIT) as f64 * THROTTLE_WINDOW.as_secs_f64() + lat;
-    let presence_s = by_concurrency.max(throttle_s);
-    Bounds { members_s, presence_s, run_s: (members_s + lat).max(presence_s), throttle_s }
-}
-
 async fn token(client: &reqwest::Client, sim: &Sim) -> String {
     let v: Value = client
         .get(&sim.identity_endpoint)
@@ -487,7 +455,7 @@ async fn scenario(settings: &Settings, users: u64) -> Value {
     tokio::time::sleep(THROTTLE_WINDOW + Duration::from_secs(1)).await;
     let batch = baseline_batch(&client, &sim, users, settings.baseline).await;
 
-    let b = bounds(settings, users);
+    let b = graph_bound::bounds(users, settings.mean_latency(), THROTTLE_LIMIT, THROTTLE_WINDOW.as_secs_f64());
     // A run that reuses membership waits for presence only; one that reads it, for both.
     let run = |r: &RunFigures| {
         let bound = if r.membership_age_ms > 0 { b.presence_s } else { b.run_s };

@@ -34,6 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -128,6 +129,8 @@ pub struct ContainerFigures {
     pub burst_ru: f64,
     /// Requests admitted and executed.
     pub requests: u64,
+    /// Of `requests`, those that created a document (201).
+    pub created: u64,
     /// Requests answered 429 / 3200 (each SDK retry of a request counts again).
     pub throttled: u64,
     /// The longest `x-ms-retry-after-ms` given.
@@ -229,6 +232,8 @@ struct Inner {
     emulator: Arc<InMemoryEmulatorHttpClient>,
     containers: HashMap<String, Throughput>,
     state: Mutex<State>,
+    /// Requests pass unbudgeted and uncounted (a benchmark's setup).
+    suspended: AtomicBool,
 }
 
 /// The budget of an emulated account: shared by every SDK client built from it, as an account's
@@ -262,7 +267,14 @@ impl RuBudget {
                 state.buckets.insert((name.clone(), partition), Bucket::new(throughput, now));
             }
         }
-        Self { inner: Arc::new(Inner { emulator, containers, state: Mutex::new(state) }) }
+        Self {
+            inner: Arc::new(Inner {
+                emulator,
+                containers,
+                state: Mutex::new(state),
+                suspended: AtomicBool::new(false),
+            }),
+        }
     }
 
     /// The history and state containers of `emulator`, each with `throughput` (serverless and
@@ -270,6 +282,22 @@ impl RuBudget {
     pub fn history_and_state(emulator: &Emulator, throughput: Throughput) -> Self {
         let settings = &emulator.settings;
         Self::new(emulator, [(settings.container.clone(), throughput), (settings.state_container.clone(), throughput)])
+    }
+
+    /// Until [`RuBudget::resume`], requests are neither budgeted nor counted (e.g. while a
+    /// benchmark writes the data it starts from).
+    pub fn suspend(&self) {
+        self.inner.suspended.store(true, Ordering::SeqCst);
+    }
+
+    /// Budgets again, every partition starting from a full second's worth.
+    pub fn resume(&self) {
+        let now = Instant::now();
+        let mut state = self.inner.state.lock().unwrap();
+        for ((container, _), bucket) in state.buckets.iter_mut() {
+            *bucket = Bucket::new(&self.inner.containers[container], now);
+        }
+        self.inner.suspended.store(false, Ordering::SeqCst);
     }
 
     /// A driver runtime whose transport is this budget in front of the emulator.
@@ -305,6 +333,9 @@ impl RuBudget {
     /// The container and physical partition a request is charged to, or `None` when it is not
     /// a budgeted data-plane request.
     fn target(&self, request: &HttpRequest) -> Option<(String, u32)> {
+        if self.inner.suspended.load(Ordering::SeqCst) {
+            return None;
+        }
         let segments: Vec<&str> = request.url.path().trim_matches('/').split('/').collect();
         let ["dbs", _, "colls", container, "docs", ..] = segments[..] else { return None };
         let throughput = self.inner.containers.get(container)?;
@@ -339,7 +370,7 @@ impl RuBudget {
         decision
     }
 
-    fn charge(&self, target: &(String, u32), from: Admitted, ru: f64) {
+    fn charge(&self, target: &(String, u32), from: Admitted, ru: f64, status: u16) {
         let mut state = self.inner.state.lock().unwrap();
         if let Some(bucket) = state.buckets.get_mut(target) {
             bucket.charge(from, ru);
@@ -347,6 +378,7 @@ impl RuBudget {
         let figures = state.figures.entry(target.0.clone()).or_default();
         figures.ru += ru;
         figures.requests += 1;
+        figures.created += u64::from(status == 201);
         if from == Admitted::Burst {
             figures.burst_ru += ru;
         }
@@ -410,7 +442,7 @@ impl TransportClient for Transport {
         let response = execute(&budget.inner.emulator, request).await?;
         if let (Some(target), Some(admitted)) = (&target, admitted) {
             let ru = response.headers.get_optional_str(&REQUEST_CHARGE).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            budget.charge(target, admitted, ru);
+            budget.charge(target, admitted, ru, response.status);
         }
         Ok(response)
     }
