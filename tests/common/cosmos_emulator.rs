@@ -13,7 +13,9 @@ use azure_data_cosmos::{
     RoutingStrategy,
 };
 use azure_data_cosmos_driver::CosmosDriverRuntimeBuilder;
-use azure_data_cosmos_driver::in_memory_emulator::{InMemoryEmulatorHttpClient, VirtualAccountConfig, VirtualRegion};
+use azure_data_cosmos_driver::in_memory_emulator::{
+    ContainerConfig, InMemoryEmulatorHttpClient, VirtualAccountConfig, VirtualRegion,
+};
 use futures::TryStreamExt;
 use teams_presence::config::{
     CosmosSettings, DEFAULT_COSMOS_CONTAINER, DEFAULT_COSMOS_DATABASE, DEFAULT_COSMOS_STATE_CONTAINER,
@@ -30,6 +32,18 @@ pub struct Emulator {
 
 impl Emulator {
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// With `partitions` physical partitions per container instead of the emulator's default
+    /// four. The emulator counts a partition's documents on every point request (its
+    /// `x-ms-resource-usage` header), so a benchmark holding 100,000s of documents spreads them
+    /// over many partitions to keep each request cheap.
+    pub fn with_partitions(partitions: u32) -> Self {
+        Self::build(Some(partitions))
+    }
+
+    fn build(partitions: Option<u32>) -> Self {
         let config = VirtualAccountConfig::new(vec![VirtualRegion::new(
             "East US",
             azure_core::http::Url::parse(ENDPOINT).unwrap(),
@@ -41,8 +55,15 @@ impl Emulator {
         let partitioned_by = |path: &str| {
             serde_json::from_value(serde_json::json!({"paths": [path], "kind": "Hash", "version": 2})).unwrap()
         };
-        store.create_container(DEFAULT_COSMOS_DATABASE, DEFAULT_COSMOS_CONTAINER, partitioned_by("/userId"));
-        store.create_container(DEFAULT_COSMOS_DATABASE, DEFAULT_COSMOS_STATE_CONTAINER, partitioned_by("/id"));
+        let create = |name: &str, key: &str| match partitions {
+            None => store.create_container(DEFAULT_COSMOS_DATABASE, name, partitioned_by(key)),
+            Some(n) => {
+                let config = ContainerConfig::new().with_partition_count(n).build().unwrap();
+                store.create_container_with_config(DEFAULT_COSMOS_DATABASE, name, partitioned_by(key), config)
+            }
+        };
+        create(DEFAULT_COSMOS_CONTAINER, "/userId");
+        create(DEFAULT_COSMOS_STATE_CONTAINER, "/id");
         let settings = CosmosSettings {
             endpoint: url::Url::parse(ENDPOINT).unwrap(),
             database: DEFAULT_COSMOS_DATABASE.into(),

@@ -15,11 +15,14 @@
 //! Platform facts modelled (see docs/capacity.md for the sources):
 //! - Provisioned throughput, manual or autoscale, is spread evenly over a container's physical
 //!   partitions (learn.microsoft.com/azure/cosmos-db/nosql/distribute-throughput-across-partitions);
-//!   a physical partition serves up to 10,000 RU/s and stores up to 50 GB
-//!   (learn.microsoft.com/azure/cosmos-db/partitioning-overview).
+//!   a physical partition serves up to 10,000 RU/s (learn.microsoft.com/azure/cosmos-db/concepts-limits)
+//!   and holds up to 50 GB (the serverless table below; learn.microsoft.com/azure/cosmos-db/partitioning-overview).
 //! - Serverless: 5,000 RU/s per container up to 250 GB or five physical partitions, then
 //!   1,000 RU/s more per partition (learn.microsoft.com/azure/cosmos-db/serverless-performance,
-//!   whose table also gives the per-partition share: 5,000 / partitions up to five, then 1,000).
+//!   page dated 2022-12-01, whose table also gives the per-partition share: 5,000 / partitions up
+//!   to five, then 1,000). A later revision of the serverless pages says each physical partition
+//!   handles up to 5,000 RU/s; both start a container at 5,000 RU/s, which is what the
+//!   benchmarks use.
 //! - Burst capacity (an account option, provisioned throughput only, partitions below
 //!   3,000 RU/s): a partition accumulates up to 5 minutes of idle capacity and spends it at up
 //!   to 3,000 RU/s (learn.microsoft.com/azure/cosmos-db/burst-capacity).
