@@ -13,6 +13,7 @@ pub mod handler;
 pub mod identity;
 pub mod model;
 pub mod privacy;
+pub mod report;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;
