@@ -36,7 +36,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}h3{font-siz
 .legend{display:flex;flex-wrap:wrap;gap:6px 18px;padding:0;list-style:none}\
 .legend li{display:flex;align-items:center;gap:6px}\
 .sw{display:inline-block;width:28px;height:16px;border:1px solid #777}\
-.day{display:grid;grid-template-columns:210px 1fr;gap:2px 10px;margin:4px 0;align-items:center}\
+.day{display:grid;grid-template-columns:236px 1fr;gap:2px 10px;margin:4px 0;align-items:center}\
 .when{font-size:12px;color:#333;white-space:nowrap}\
 .bar{display:flex;height:26px;border:1px solid #555;background:#fff}\
 .seg,.hour{min-width:0;overflow:hidden;flex-shrink:0;flex-basis:0}\
@@ -47,7 +47,7 @@ border-right:1px solid rgba(0,0,0,.25)}\
 .sum{grid-column:2;font-size:12px;color:#333}\
 .gap{background:repeating-linear-gradient(135deg,#fff 0 4px,#b5b5b5 4px 6px);color:#111}\
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}\
-td:first-child,th:first-child{text-align:left}\
+td:first-child,th:first-child{text-align:left}td{white-space:nowrap}\
 .explain dt{font-weight:600;margin-top:8px}.explain dd{margin:2px 0 0 0}\
 ";
 
@@ -84,6 +84,8 @@ pub fn render(report: &Report) -> Result<String, ReportError> {
     page.push_str("</ul></section>\n");
 
     page.push_str("<section id=\"timelines\"><h2>Timelines</h2>\n");
+    // Bars share one scale, so a 23-hour day is visibly shorter than a 25-hour one.
+    let longest = timelines.iter().flat_map(|t| &t.days).map(|d| (d.end - d.start).unsigned_abs()).max().unwrap_or(1);
     for timeline in timelines {
         let heading = match timeline.subject {
             Subject::User(user) => format!("User {user}"),
@@ -91,7 +93,7 @@ pub fn render(report: &Report) -> Result<String, ReportError> {
         };
         let _ = writeln!(page, "<section class=\"subject\"><h3>{}</h3>", esc(&heading));
         for day in &timeline.days {
-            day_row(&mut page, report, zone, day);
+            day_row(&mut page, report, zone, day, longest);
         }
         page.push_str("</section>\n");
     }
@@ -115,7 +117,7 @@ pub fn render(report: &Report) -> Result<String, ReportError> {
 }
 
 /// One day's row: its date and window, the bar, and its totals in words.
-fn day_row(page: &mut String, report: &Report, zone: Zone, day: &DayStrip) {
+fn day_row(page: &mut String, report: &Report, zone: Zone, day: &DayStrip, longest: u64) {
     let length = (day.end - day.start).unsigned_abs();
     let (start, end) = (zone.at(day.start), zone.at(day.end));
     let end_text = if end.date_naive() > day.date && end.format("%H:%M").to_string() == "00:00" {
@@ -128,13 +130,14 @@ fn day_row(page: &mut String, report: &Report, zone: Zone, day: &DayStrip) {
     let _ = write!(
         page,
         "<div class=\"day\" data-date=\"{}\" data-seconds=\"{length}\"><div class=\"when\">{} {}, {}&#8211;{} ({})</div>\
-         <div class=\"bar\">",
+         <div class=\"bar\" style=\"width:{:.3}%\">",
         day.date,
         day.date.format("%a"),
         day.date,
         start.format("%H:%M"),
         esc(&end_text),
-        human(length)
+        human(length),
+        100.0 * length as f64 / longest.max(1) as f64
     );
     let mut sums = vec![0u64; report.values.len()];
     match &day.parts {

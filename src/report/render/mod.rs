@@ -48,8 +48,8 @@ pub const HOW_TO_READ: [(&str, &str); 8] = [
     ),
     (
         "PresenceUnknown is not Offline",
-        "PresenceUnknown means Graph did not know the person's presence (for example without a Teams licence or \
-         client). It is counted as not observed, never as Offline.",
+        "PresenceUnknown means Graph did not know the person's presence; Graph does not document when that \
+         happens (accounts without Teams are a likely case). It is counted as not observed, never as Offline.",
     ),
     (
         "Away is not absence",
