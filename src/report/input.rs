@@ -76,3 +76,28 @@ impl LedgerEntry {
         self.observed_at + self.period
     }
 }
+
+/// For tests: a run every 5 minutes over `[from, to)`, each with the outcome `outcome` gives it
+/// (`None`: the slot was skipped).
+#[cfg(test)]
+pub(crate) fn every_five_minutes(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    outcome: impl Fn(DateTime<Utc>) -> Option<RunOutcome>,
+) -> Vec<LedgerEntry> {
+    let mut entries = Vec::new();
+    let mut r = from;
+    while r < to {
+        if let Some(outcome) = outcome(r) {
+            entries.push(LedgerEntry {
+                slot: Slot::new(r),
+                observed_at: r,
+                period: TimeDelta::minutes(5),
+                outcome,
+                figures: None,
+            });
+        }
+        r += TimeDelta::minutes(5);
+    }
+    entries
+}

@@ -11,21 +11,7 @@ fn at(text: &str) -> DateTime<Utc> {
 }
 
 fn runs(from: DateTime<Utc>, to: DateTime<Utc>, skip: impl Fn(DateTime<Utc>) -> bool) -> Vec<LedgerEntry> {
-    let mut entries = Vec::new();
-    let mut r = from;
-    while r < to {
-        if !skip(r) {
-            entries.push(LedgerEntry {
-                slot: crate::model::Slot::new(r),
-                observed_at: r,
-                period: TimeDelta::minutes(5),
-                outcome: RunOutcome::Succeeded,
-                figures: None,
-            });
-        }
-        r += TimeDelta::minutes(5);
-    }
-    entries
+    input::every_five_minutes(from, to, |r| (!skip(r)).then_some(RunOutcome::Succeeded))
 }
 
 fn record(user: UserId, at: DateTime<Utc>, value: &str) -> ChangeRecord {

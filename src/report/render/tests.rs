@@ -1,13 +1,12 @@
 //! The renderings of one small report, exactly.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::*;
-use crate::model::{Availability, ChangeRecord, Slot, UserId};
-use crate::report::{
-    Format, LedgerEntry, MinUsers, Policy, ReportMode, ReportSpec, RunOutcome, SpecArgs, build, render,
-};
+use crate::model::{Availability, ChangeRecord, UserId};
+use crate::report::input::every_five_minutes;
+use crate::report::{Format, MinUsers, Policy, ReportMode, ReportSpec, RunOutcome, SpecArgs, build, render};
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
@@ -26,19 +25,10 @@ fn report(mode: ReportMode, aggregate: bool, users: u128, value: &str, timelines
         ..SpecArgs::default()
     };
     let spec = ReportSpec::parse(&args, policy, Utc::now(), timelines).unwrap();
-    let mut ledger = Vec::new();
-    let mut r = at("2026-03-27T23:00:00Z");
-    while r < at("2026-03-29T22:00:00Z") {
-        let failed = r >= at("2026-03-29T07:00:00Z") && r < at("2026-03-29T07:30:00Z");
-        ledger.push(LedgerEntry {
-            slot: Slot::new(r),
-            observed_at: r,
-            period: TimeDelta::minutes(5),
-            outcome: if failed { RunOutcome::Failed } else { RunOutcome::Succeeded },
-            figures: None,
-        });
-        r += TimeDelta::minutes(5);
-    }
+    let failed = at("2026-03-29T07:00:00Z")..at("2026-03-29T07:30:00Z");
+    let ledger = every_five_minutes(at("2026-03-27T23:00:00Z"), at("2026-03-29T22:00:00Z"), |r| {
+        Some(if failed.contains(&r) { RunOutcome::Failed } else { RunOutcome::Succeeded })
+    });
     let users = (1..=users).map(|i| {
         let user = UserId::from_u128(i);
         let records = vec![
