@@ -13,7 +13,6 @@ use axum::routing::post;
 use chrono::Utc;
 use common::graph_sim::FixedToken;
 use proptest::prelude::*;
-use teams_presence::config::{Config, RawSettings, parse_groups};
 use teams_presence::cycle::RunContext;
 use teams_presence::graph::Tenant;
 use teams_presence::graph::client::GraphClient;
@@ -87,84 +86,6 @@ proptest! {
             let message = e.to_string();
             prop_assert!(message.contains("ScheduleStatus.Next"), "{}", message);
             prop_assert!(message.contains(&format!("{text:?}")), "{}", message);
-        }
-    }
-
-    #[test]
-    fn group_ids_parse_without_duplicates_or_name_each_bad_entry(
-        entries in prop::collection::vec(prop_oneof![
-            any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string()),
-            any::<u128>().prop_map(|n| format!("{{{}}}", uuid::Uuid::from_u128(n))),
-            "[0-9a-fA-F-]{0,40}",
-            // Entries never hold a separator themselves, so each error can be matched to one.
-            "[^,;\\s]{0,12}",
-        ], 0..6),
-        separators in prop::collection::vec(prop_oneof![Just(","), Just(";"), Just(" "), Just("\n"), Just(", ")], 6),
-    ) {
-        let mut text = String::new();
-        for (entry, sep) in entries.iter().zip(separators.iter().cycle()) {
-            text.push_str(entry);
-            text.push_str(sep);
-        }
-        match parse_groups(Some(&text)) {
-            Ok(groups) => {
-                prop_assert!(!groups.is_empty());
-                let mut distinct = groups.clone();
-                distinct.sort();
-                distinct.dedup();
-                prop_assert_eq!(distinct.len(), groups.len(), "duplicates dropped");
-            }
-            Err(errors) => {
-                for e in &errors {
-                    let message = e.to_string();
-                    prop_assert!(message.contains("ENTRA_GROUP_IDS"), "{}", message);
-                    let names_an_entry = entries.iter().any(|entry| message.contains(&format!("{entry:?}")));
-                    prop_assert!(names_an_entry || message.contains("no group ids"), "{}", message);
-                }
-                prop_assert!(!errors.is_empty());
-            }
-        }
-    }
-
-    #[test]
-    fn any_settings_parse_or_name_every_bad_one(
-        values in prop::collection::vec(prop::option::of(prop_oneof![
-            "\\PC{0,20}",
-            "[0-9]{0,6}",
-            Just("-1".to_string()),
-            Just("0".to_string()),
-            Just("https://graph.microsoft.com/v1.0".to_string()),
-            Just("6f1c2a3b-0d4e-4f5a-8b6c-7d8e9f0a1b2c".to_string()),
-        ]), 13),
-        // Secrets drawn apart, so that finding one in a message means it was echoed.
-        cosmos_key in prop::option::of("s3cr3t-[A-Za-z0-9+/=]{2,40}"),
-        pseudonym_key in prop::option::of("s3cr3t-[A-Za-z0-9+/=]{2,60}"),
-    ) {
-        let v = |i: usize| values[i].clone();
-        let raw = RawSettings {
-            entra_group_ids: v(0),
-            graph_base_url: v(1),
-            cosmos_endpoint: v(2),
-            cosmos_database: v(3),
-            cosmos_container: v(4),
-            cosmos_state_container: v(5),
-            cosmos_key: cosmos_key.clone(),
-            presence_db: v(6),
-            poll_schedule: v(7),
-            run_deadline_seconds: v(8),
-            presence_concurrency: v(9),
-            presence_calls_per_30s: v(10),
-            retention_days: v(11),
-            membership_inline_limit_seconds: v(12),
-            user_id_pseudonym_key: pseudonym_key.clone(),
-        };
-        if let Err(e) = Config::parse(&raw) {
-            let message = e.to_string();
-            prop_assert!(!message.is_empty());
-            // The pseudonym key and the Cosmos key are secrets: never echoed.
-            for secret in [&raw.user_id_pseudonym_key, &raw.cosmos_key].into_iter().flatten() {
-                prop_assert!(!message.contains(secret.as_str()), "{}", message);
-            }
         }
     }
 }
