@@ -1,295 +1,30 @@
-//! Bad input never panics and always gets an error that names it: property tests (proptest)
-//! over the host's invocation payload, the configuration, and Graph's presence responses.
+//! Bad responses from Graph never panic and each has its exact outcome: property tests (proptest)
+//! over presence responses (what is observed, or a failed batch naming the call) and member pages
+//! (exactly the group's users, or the group reported unreadable). The host's payload is in
+//! `tests/bad_invocation.rs`, the settings in `tests/bad_settings.rs`.
 
+#[path = "common/arbitrary_json.rs"]
+mod arbitrary_json;
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arbitrary_json::json_value;
 use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::post;
-use chrono::{DateTime, DurationRound, FixedOffset, TimeDelta, TimeZone, Utc};
+use chrono::Utc;
 use common::graph_sim::FixedToken;
 use proptest::prelude::*;
 use serde_json::Value;
 use teams_presence::cycle::RunContext;
 use teams_presence::graph::Tenant;
 use teams_presence::graph::client::GraphClient;
-use teams_presence::handler::invocation::{InvocationError, TimerInvocation, parse_timestamp};
 use teams_presence::model::Slot;
 use teams_presence::simulator::user_id;
-
-const VALID: &str = r#"{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"2026-11-22T10:00:00Z","Next":"2026-11-22T10:05:00Z","LastUpdated":"2026-11-22T10:00:00Z"},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"function-timer","UtcNow":"2026-11-22T10:05:00.0123Z"}}}"#;
-
-/// Arbitrary JSON values, nested a few levels, with keys the parser looks for among the random ones.
-fn json_value() -> impl Strategy<Value = serde_json::Value> {
-    let key = prop_oneof![
-        Just("Data".to_string()),
-        Just("timer".to_string()),
-        Just("ScheduleStatus".to_string()),
-        Just("Next".to_string()),
-        Just("Metadata".to_string()),
-        Just("sys".to_string()),
-        Just("UtcNow".to_string()),
-        "[a-zA-Z]{0,8}",
-    ];
-    let leaf = prop_oneof![
-        Just(serde_json::Value::Null),
-        any::<bool>().prop_map(serde_json::Value::from),
-        any::<i64>().prop_map(serde_json::Value::from),
-        any::<f64>().prop_map(|f| serde_json::json!(f)),
-        ".{0,30}".prop_map(serde_json::Value::from),
-        Just(serde_json::Value::from("2026-11-22T10:05:00Z")),
-        Just(serde_json::Value::from("0001-01-01T00:00:00")),
-    ];
-    leaf.prop_recursive(4, 48, 6, move |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
-            prop::collection::btree_map(key.clone(), inner, 0..5)
-                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
-/// Whether `tree` holds `text` as a string, or as the JSON text of a value (how the parser quotes
-/// a non-string where a timestamp belongs).
-fn holds(tree: &Value, text: &str) -> bool {
-    tree.as_str() == Some(text)
-        || tree.to_string() == text
-        || match tree {
-            Value::Array(items) => items.iter().any(|v| holds(v, text)),
-            Value::Object(map) => map.values().any(|v| holds(v, text)),
-            _ => false,
-        }
-}
-
-/// The timestamp fields of the invocation, as errors name them.
-const TIMESTAMP_FIELDS: [&str; 4] =
-    ["ScheduleStatus.Next", "ScheduleStatus.Last", "ScheduleStatus.LastUpdated", "Metadata.sys.UtcNow"];
-const EXPECTED_SHAPE: &str = r#"expected the host's timer invocation {"Data":{"<timer>":{...}},"Metadata":{...}}"#;
-
-/// An invocation error says what is wrong and what was expected; a timestamp error names its
-/// field and quotes the value found in `body`.
-fn assert_clear(error: &InvocationError, body: Option<&Value>) -> Result<(), TestCaseError> {
-    let message = error.to_string();
-    prop_assert!(message.contains("expected"), "says what is expected: {}", message);
-    match error {
-        InvocationError::NotJson(_) => prop_assert!(message.contains(EXPECTED_SHAPE), "{}", message),
-        InvocationError::Timestamp { field, value } => {
-            prop_assert!(TIMESTAMP_FIELDS.contains(field), "{}", message);
-            prop_assert!(message.starts_with(&format!("{field} is {value:?}: expected an ISO 8601 date-time")), "{}", message);
-            if let Some(body) = body {
-                prop_assert!(holds(body, value), "the quoted value {:?} is not in the body", value);
-            }
-        }
-        InvocationError::Shape(_) | InvocationError::NoSlot => {}
-    }
-    Ok(())
-}
-
-/// An instant and a text for it in one of the host's shapes: `Z`, an offset, or none (UTC),
-/// with 0 to 7 fraction digits.
-fn host_timestamp() -> impl Strategy<Value = (DateTime<Utc>, String)> {
-    (0i64..4_102_444_800, 0usize..=7, any::<u32>(), prop_oneof![Just(None), Just(Some(0)), (-12 * 60..=14 * 60).prop_map(Some)], any::<bool>())
-        .prop_map(|(seconds, digits, fraction, offset_minutes, bare)| {
-            let scale = 10u32.pow(digits as u32);
-            let fraction = if digits == 0 { 0 } else { fraction % scale };
-            let nanos = fraction * (1_000_000_000 / scale);
-            let instant = Utc.timestamp_opt(seconds, nanos).unwrap();
-            let fraction_text = if digits == 0 { String::new() } else { format!(".{fraction:0digits$}") };
-            let text = match offset_minutes {
-                None if bare => format!("{}{fraction_text}", instant.format("%Y-%m-%dT%H:%M:%S")),
-                None | Some(0) => format!("{}{fraction_text}Z", instant.format("%Y-%m-%dT%H:%M:%S")),
-                Some(minutes) => {
-                    let offset = FixedOffset::east_opt(minutes * 60).unwrap();
-                    let local = instant.with_timezone(&offset);
-                    format!("{}{fraction_text}{}", local.format("%Y-%m-%dT%H:%M:%S"), local.format("%:z"))
-                }
-            };
-            (instant, text)
-        })
-}
-
-/// What replaces one field of a valid invocation.
-#[derive(Clone, Debug)]
-enum Replacement {
-    Timestamp(DateTime<Utc>, String),
-    /// .NET's default date-time, which the host writes for "never".
-    Never(&'static str),
-    /// Text that holds no digit, so no date-time.
-    Words(String),
-    Null,
-    /// A JSON value that is not a string.
-    NotAString(Value),
-    Bool(bool),
-    BoolText(String),
-}
-
-fn replacement() -> impl Strategy<Value = Replacement> {
-    prop_oneof![
-        3 => host_timestamp().prop_map(|(t, text)| Replacement::Timestamp(t, text)),
-        1 => prop_oneof![Just("0001-01-01T00:00:00"), Just("0001-01-01T00:00:00+00:00"), Just("0001-01-01T00:00:00Z")].prop_map(Replacement::Never),
-        2 => "[a-zA-Z :.T+-]{0,20}".prop_map(Replacement::Words),
-        1 => Just(Replacement::Null),
-        2 => prop_oneof![
-            any::<i64>().prop_map(Value::from),
-            Just(serde_json::json!([])),
-            Just(serde_json::json!({"Next": "2026-11-22T10:05:00Z"})),
-        ]
-        .prop_map(Replacement::NotAString),
-        1 => any::<bool>().prop_map(Replacement::Bool),
-        1 => prop_oneof![Just("true"), Just("FALSE"), Just("True")].prop_map(|t| Replacement::BoolText(t.to_string())),
-    ]
-}
-
-impl Replacement {
-    fn json(&self) -> Value {
-        match self {
-            Replacement::Timestamp(_, text) | Replacement::Words(text) | Replacement::BoolText(text) => Value::from(text.as_str()),
-            Replacement::Never(text) => Value::from(*text),
-            Replacement::Null => Value::Null,
-            Replacement::NotAString(value) => value.clone(),
-            Replacement::Bool(b) => Value::Bool(*b),
-        }
-    }
-}
-
-/// `VALID`'s own figures: the scheduled slot and the host's clock, to the minute.
-fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
-
-    /// Bytes that are not JSON are refused as not JSON, saying what was expected; no body that is
-    /// JSON is called "not JSON".
-    #[test]
-    fn any_bytes_as_an_invocation_parse_or_fail_clearly(body in prop::collection::vec(any::<u8>(), 0..300)) {
-        let json = serde_json::from_slice::<Value>(&body).ok();
-        match TimerInvocation::parse(&body) {
-            Ok(invocation) => prop_assert!(json.is_some(), "accepted bytes that are not JSON: {:?}", invocation),
-            Err(e) => {
-                prop_assert_eq!(matches!(e, InvocationError::NotJson(_)), json.is_none(), "{}", e);
-                assert_clear(&e, json.as_ref())?;
-            }
-        }
-    }
-
-    /// Any JSON: never "not JSON"; a timestamp error names its field and the value that is in
-    /// the body; every other error says what was expected; what parses gives the slot of the
-    /// scheduled occurrence, or of the host's clock to the minute, or says neither was given.
-    #[test]
-    fn any_json_as_an_invocation_parses_or_fails_clearly(value in json_value()) {
-        let body = serde_json::to_vec(&value).unwrap();
-        match TimerInvocation::parse(&body) {
-            Ok(invocation) => match (invocation.slot(), invocation.scheduled, invocation.host_utc_now) {
-                (Ok(slot), Some(scheduled), _) => prop_assert_eq!(slot.at(), scheduled),
-                (Ok(slot), None, Some(now)) => prop_assert_eq!(slot.at(), now.duration_trunc(TimeDelta::minutes(1)).unwrap()),
-                (Err(e), None, None) => {
-                    prop_assert_eq!(&e, &InvocationError::NoSlot);
-                    assert_clear(&e, Some(&value))?;
-                }
-                (other, scheduled, now) => prop_assert!(false, "slot {:?} from scheduled {:?}, host clock {:?}", other, scheduled, now),
-            },
-            Err(e) => {
-                prop_assert!(!matches!(e, InvocationError::NotJson(_) | InvocationError::NoSlot), "{}", e);
-                assert_clear(&e, Some(&value))?;
-            }
-        }
-    }
-
-    /// Any strict prefix of a valid invocation is not JSON, and is refused as such.
-    #[test]
-    fn a_valid_invocation_cut_anywhere_fails_as_not_json(cut in 0..VALID.len()) {
-        let error = TimerInvocation::parse(&VALID.as_bytes()[..cut]).unwrap_err();
-        prop_assert!(matches!(error, InvocationError::NotJson(_)), "{}", error);
-        assert_clear(&error, None)?;
-    }
-
-    /// A date-time in any of the host's shapes reads as its instant; text without a digit is
-    /// refused, naming the field, quoting the text and saying what is expected.
-    #[test]
-    fn timestamps_read_as_their_instant_or_are_named_in_the_error(
-        (instant, text) in host_timestamp(),
-        words in "[a-zA-Z :.T+-]{0,20}",
-    ) {
-        prop_assert_eq!(parse_timestamp("ScheduleStatus.Next", &text), Ok(Some(instant)), "{}", text);
-        let error = parse_timestamp("ScheduleStatus.Next", &words).unwrap_err();
-        prop_assert_eq!(&error, &InvocationError::Timestamp { field: "ScheduleStatus.Next", value: words.clone() });
-        assert_clear(&error, Some(&Value::from(words)))?;
-    }
-
-    /// A valid invocation with one field replaced: exactly that field's outcome, as the host's
-    /// payload is documented (README; `src/handler/invocation.rs`): a date-time reads as its
-    /// instant, `null` and .NET's "never" as absent, anything else is named with its value.
-    #[test]
-    fn a_valid_invocation_with_one_field_replaced_reads_it_or_names_it(
-        field in prop::sample::select(vec!["IsPastDue", "ScheduleStatus", "Next", "Last", "LastUpdated", "UtcNow"]),
-        replacement in replacement(),
-    ) {
-        let mut payload: Value = serde_json::from_str(VALID).unwrap();
-        let (scheduled, now) = (at("2026-11-22T10:05:00Z"), at("2026-11-22T10:05:00.0123Z"));
-        let slot = |invocation: &TimerInvocation| invocation.slot().map(|s| s.at());
-        let name = match field {
-            "IsPastDue" | "ScheduleStatus" => {
-                payload["Data"]["timer"][field] = replacement.json();
-                field.to_string()
-            }
-            "UtcNow" => {
-                payload["Metadata"]["sys"][field] = replacement.json();
-                "Metadata.sys.UtcNow".to_string()
-            }
-            _ => {
-                payload["Data"]["timer"]["ScheduleStatus"][field] = replacement.json();
-                format!("ScheduleStatus.{field}")
-            }
-        };
-        let result = TimerInvocation::parse(&serde_json::to_vec(&payload).unwrap());
-        let timestamp_field = matches!(field, "Next" | "Last" | "LastUpdated" | "UtcNow");
-        match (field, &replacement, result) {
-            ("IsPastDue", Replacement::Bool(b), Ok(invocation)) => prop_assert_eq!(invocation.is_past_due, *b),
-            ("IsPastDue", Replacement::BoolText(t), Ok(invocation)) => prop_assert_eq!(invocation.is_past_due, t.eq_ignore_ascii_case("true")),
-            ("IsPastDue", Replacement::Null, Ok(invocation)) => prop_assert!(!invocation.is_past_due),
-            ("IsPastDue", Replacement::Timestamp(..) | Replacement::Never(_) | Replacement::Words(_) | Replacement::NotAString(_), Err(InvocationError::Shape(message))) => {
-                prop_assert!(message.starts_with("IsPastDue is ") && message.ends_with(": expected true or false"), "{}", message);
-            }
-            ("ScheduleStatus", Replacement::Null, Ok(invocation)) => {
-                prop_assert_eq!((invocation.scheduled, invocation.last), (None, None));
-                prop_assert_eq!(slot(&invocation), Ok(at("2026-11-22T10:05:00Z")), "the host's clock to the minute");
-            }
-            ("ScheduleStatus", Replacement::NotAString(Value::Object(_)), Ok(invocation)) => {
-                prop_assert_eq!(slot(&invocation), Ok(scheduled));
-            }
-            ("ScheduleStatus", r, Err(InvocationError::Shape(message))) if !matches!(r, Replacement::Null | Replacement::NotAString(Value::Object(_))) => {
-                prop_assert!(message.starts_with("ScheduleStatus is ") && message.ends_with(": expected an object or null"), "{}", message);
-            }
-            (_, Replacement::Timestamp(instant, _), Ok(invocation)) if timestamp_field => {
-                let read = match field { "Next" => invocation.scheduled, "Last" => invocation.last, "UtcNow" => invocation.host_utc_now, _ => Some(*instant) };
-                prop_assert_eq!(read, Some(*instant));
-                prop_assert_eq!(slot(&invocation), Ok(if field == "Next" { *instant } else { scheduled }));
-            }
-            (_, Replacement::Null | Replacement::Never(_), Ok(invocation)) if timestamp_field => {
-                let read = match field { "Next" => invocation.scheduled, "Last" => invocation.last, "UtcNow" => invocation.host_utc_now, _ => None };
-                prop_assert_eq!(read, None);
-                let expected = if field == "Next" { now.duration_trunc(TimeDelta::minutes(1)).unwrap() } else { scheduled };
-                prop_assert_eq!(slot(&invocation), Ok(expected));
-            }
-            (_, Replacement::Words(text) | Replacement::BoolText(text), Err(error)) if timestamp_field => {
-                prop_assert_eq!(&error, &InvocationError::Timestamp { field: TIMESTAMP_FIELDS.into_iter().find(|f| *f == name).unwrap(), value: text.clone() });
-                assert_clear(&error, Some(&payload))?;
-            }
-            (_, Replacement::NotAString(_) | Replacement::Bool(_), Err(error)) if timestamp_field => {
-                let value = replacement.json().to_string();
-                prop_assert_eq!(&error, &InvocationError::Timestamp { field: TIMESTAMP_FIELDS.into_iter().find(|f| *f == name).unwrap(), value });
-                assert_clear(&error, Some(&payload))?;
-            }
-            (field, replacement, result) => prop_assert!(false, "{} = {:?} gave {:?}", field, replacement, result),
-        }
-    }
-}
 
 /// A Graph endpoint that answers every presence call with the body under test.
 async fn presence_server(body: Arc<Vec<u8>>) -> String {
@@ -303,22 +38,76 @@ async fn presence_server(body: Arc<Vec<u8>>) -> String {
     base
 }
 
-/// Presence bodies: random JSON, and near-misses of the real shape.
-fn presence_body() -> impl Strategy<Value = Vec<u8>> {
-    let id = prop_oneof![(0u32..3).prop_map(|u| serde_json::Value::from(user_id(u).to_string())), json_value(),];
-    let entry = (id, json_value(), any::<bool>()).prop_map(|(id, availability, extra)| {
-        let mut o = serde_json::json!({"id": id, "availability": availability});
-        if extra {
-            o["activity"] = serde_json::json!("InACall");
-            o["statusMessage"] = serde_json::json!({"message": {"content": "x"}});
-        }
-        o
-    });
+/// What production must make of a presence response for the three users asked about.
+#[derive(Clone, Debug)]
+enum Expect {
+    /// Exactly these users observed with these availabilities; the others unobserved.
+    Observed(BTreeMap<u32, String>),
+    /// The whole response refused: a failed batch naming the call, everyone unobserved.
+    Refused,
+    /// Arbitrary JSON with a `value` key: only the invariants.
+    Unknown,
+}
+
+/// Presence bodies with their expected outcome: the real shape with every kind of entry
+/// (`id` and `availability` are all that is read; ids not asked about are ignored; an entry of
+/// the wrong JSON types makes the response unreadable), random JSON, and random bytes.
+fn presence_case() -> impl Strategy<Value = (Vec<u8>, Expect)> {
+    let known = prop_oneof![
+        3 => ("\\PC{0,12}", any::<bool>()).prop_map(|(a, upper)| (Some(Value::from(a)), upper)),
+        1 => Just((Some(Value::Null), false)),
+        1 => Just((None, false)),
+    ];
+    let foreign = prop_oneof![any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string()), "[g-z]{1,8}",]
+        .prop_map(|id| serde_json::json!({"id": id, "availability": "Available"}));
+    let ill_typed = prop_oneof![
+        Just(serde_json::json!({"id": 7, "availability": "Away"})),
+        Just(serde_json::json!({"id": user_id(0).to_string(), "availability": 3})),
+        Just(serde_json::json!({"id": user_id(1).to_string(), "availability": {"value": "Away"}})),
+        Just(serde_json::json!({"availability": "Away"})),
+        Just(serde_json::json!("not an entry")),
+        Just(Value::Null),
+    ];
+    let shaped = (
+        prop::collection::vec(prop::option::of(known), 3),
+        prop::collection::vec(foreign, 0..3),
+        prop::option::of(ill_typed),
+        any::<bool>(),
+    )
+        .prop_flat_map(|(known, foreign, ill_typed, extra)| {
+            let mut observed = BTreeMap::new();
+            let mut entries = foreign;
+            for (u, entry) in known.iter().enumerate() {
+                let Some((availability, upper)) = entry else { continue };
+                let id =
+                    if *upper { user_id(u as u32).to_string().to_uppercase() } else { user_id(u as u32).to_string() };
+                let mut item = serde_json::json!({"id": id});
+                if let Some(availability) = availability {
+                    item["availability"] = availability.clone();
+                    if let Some(text) = availability.as_str() {
+                        observed.insert(u as u32, text.to_string());
+                    }
+                }
+                if extra {
+                    item["activity"] = serde_json::json!("InACall");
+                    item["statusMessage"] = serde_json::json!({"message": {"content": "x"}});
+                }
+                entries.push(item);
+            }
+            let expect = if ill_typed.is_some() { Expect::Refused } else { Expect::Observed(observed) };
+            entries.extend(ill_typed);
+            (Just(entries).prop_shuffle(), Just(expect))
+        })
+        .prop_map(|(entries, expect)| (serde_json::to_vec(&serde_json::json!({"value": entries})).unwrap(), expect));
+    let unshaped = |body: Vec<u8>| {
+        let has_value = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.get("value").is_some());
+        let expect = if has_value { Expect::Unknown } else { Expect::Refused };
+        (body, expect)
+    };
     prop_oneof![
-        json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
-        prop::collection::vec(entry, 0..5)
-            .prop_map(|value| serde_json::to_vec(&serde_json::json!({"value": value})).unwrap()),
-        prop::collection::vec(any::<u8>(), 0..64),
+        3 => shaped,
+        1 => json_value().prop_map(move |v| unshaped(serde_json::to_vec(&v).unwrap())),
+        1 => prop::collection::vec(any::<u8>(), 0..64).prop_map(unshaped),
     ]
 }
 
@@ -326,7 +115,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_presence_response_gives_observations_or_a_clear_failed_batch(body in presence_body()) {
+    fn any_presence_response_gives_observations_or_a_clear_failed_batch((body, expect) in presence_case()) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let base = presence_server(Arc::new(body)).await;
@@ -345,8 +134,32 @@ proptest! {
             for o in &snapshot.observations {
                 prop_assert!(users.contains(&o.user_id));
             }
-            for failure in &snapshot.failed_batches {
-                prop_assert!(failure.reason.contains("getPresencesByUserId"), "{}", failure.reason);
+            let observed: BTreeMap<u32, String> = snapshot
+                .observations
+                .iter()
+                .map(|o| (users.iter().position(|u| *u == o.user_id).unwrap() as u32, o.availability.as_str().to_string()))
+                .collect();
+            match expect {
+                Expect::Observed(expected) => {
+                    prop_assert!(snapshot.failed_batches.is_empty(), "{:?}", snapshot.failed_batches);
+                    prop_assert_eq!(observed, expected);
+                }
+                Expect::Refused => {
+                    prop_assert!(snapshot.observations.is_empty(), "{:?}", snapshot.observations);
+                    prop_assert_eq!(snapshot.failed_batches.len(), 1);
+                    let failure = &snapshot.failed_batches[0];
+                    prop_assert_eq!(failure.ids, 3);
+                    prop_assert!(!failure.deadline);
+                    prop_assert!(
+                        failure.reason.starts_with("Graph call getPresencesByUserId returned a body that is not the expected JSON"),
+                        "{}", failure.reason
+                    );
+                }
+                Expect::Unknown => {
+                    for failure in &snapshot.failed_batches {
+                        prop_assert!(failure.reason.contains("getPresencesByUserId"), "{}", failure.reason);
+                    }
+                }
             }
             Ok(())
         })?;
@@ -484,7 +297,8 @@ fn expected(pages: &[PageSpec]) -> Expected {
                     Link::OtherOrigin(_) | Link::Malformed(_) => return Expected::Unreadable,
                 }
             }
-            PageSpec::AnyJson(_) => return Expected::Unknown,
+            // A page is an object with a `value` array: without the key, unreadable.
+            PageSpec::AnyJson(value) if value.get("value").is_some() => return Expected::Unknown,
             _ => return Expected::Unreadable,
         }
     }

@@ -63,9 +63,8 @@ impl TimerInvocation {
         }
         let envelope: Envelope =
             serde_json::from_value(json).map_err(|e| InvocationError::Shape(format!("{e}: {EXPECTED_SHAPE}")))?;
-        let data = envelope.data.ok_or_else(|| {
-            InvocationError::Shape(format!("\"Data\" is missing: {EXPECTED_SHAPE}"))
-        })?;
+        let data =
+            envelope.data.ok_or_else(|| InvocationError::Shape(format!("\"Data\" is missing: {EXPECTED_SHAPE}")))?;
         let timer = find_timer(&data)?;
 
         let is_past_due = match get_ci(&timer, "IsPastDue") {
