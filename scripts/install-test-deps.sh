@@ -5,6 +5,7 @@
 #   mount, umount (mount)          tests/store_disk_faults.rs: a small tmpfs (mounting needs root)
 #   python3                        tests/arm_ui.rs, tests/package_script.rs, scripts/package.sh
 #   objdump (binutils)             tests/package_script.rs, scripts/package.sh (glibc baseline)
+#   jq                             tests/grant_script.rs (scripts/grant-graph-permissions.sh)
 # Quiet and quick when everything is there. Not root, or no apt-get: prints what is missing and
 # how to get it, and exits 0; a test that needs a missing tool then fails under CI=true and says so.
 set -euo pipefail
@@ -16,6 +17,7 @@ declare -A package_of=(
   [umount]=mount
   [python3]=python3
   [objdump]=binutils
+  [jq]=jq
 )
 
 missing=()
