@@ -2,8 +2,8 @@
 //! the DOM it built is checked (a row per user, or per selection, and day; each day's parts adding
 //! up to the day; the explanation there), and its screenshot is saved as docs/reports/report.png.
 //!
-//! Chromium is installed by scripts/install-chromium.sh, which scripts/test.sh runs first. A
-//! missing Chromium fails this test: it never passes without having rendered the page.
+//! Debian's `chromium` is installed by scripts/install-test-deps.sh, which scripts/test.sh runs
+//! first. A missing Chromium fails this test: it never passes without having rendered the page.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,7 +83,7 @@ fn fixture(mode: ReportMode, users: u128) -> Report {
     build(spec, ledger, selection).unwrap()
 }
 
-/// Chromium from Debian (`chromium`), as scripts/install-chromium.sh installs it.
+/// Chromium from Debian (`chromium`), as scripts/install-test-deps.sh installs it.
 fn chromium() -> PathBuf {
     for name in ["chromium", "chromium-browser"] {
         if let Ok(output) = Command::new("sh").args(["-c", &format!("command -v {name}")]).output()
@@ -92,7 +92,7 @@ fn chromium() -> PathBuf {
             return PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
         }
     }
-    panic!("Chromium is missing: run scripts/install-chromium.sh (scripts/test.sh runs it before the tests)");
+    panic!("Chromium is missing: run scripts/install-test-deps.sh as root (scripts/test.sh runs it first)");
 }
 
 /// Runs headless Chromium on a page with a fresh profile and no network side traffic; returns stdout.

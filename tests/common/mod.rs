@@ -3,6 +3,7 @@
 
 pub mod arm;
 pub mod cosmos_emulator;
+pub mod environment;
 pub mod fake_az;
 pub mod graph_sim;
 pub mod handler_process;
