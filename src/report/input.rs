@@ -11,7 +11,7 @@ use crate::model::{Availability, Slot};
 /// The availability of the history record written when tracking of a user ends: the user left
 /// the configured groups, or opted out.
 ///
-/// Ours, not a Graph value (Graph's values are listed in docs/reports.md): it says "from this
+/// Ours, not a Graph value (Graph's documented values: docs/reports.md, Formats): it says "from this
 /// time on we stopped knowing", so a report counts the time after it as `NotObserved` instead of
 /// stretching the user's last availability over it. Graph never returns it, so it cannot collide
 /// with an observation.

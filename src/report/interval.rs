@@ -28,7 +28,7 @@ pub fn second_at_or_after(at: DateTime<Utc>) -> Second {
 
 /// Whether a stored value, when vouched for, is an observation of the user.
 ///
-/// `PresenceUnknown` is compared without case because Graph has returned it as
+/// `PresenceUnknown` is compared without case because Graph's documentation spells it
 /// `presenceUnknown` too (docs/reports.md); every other value is kept as Graph spelled it.
 pub fn is_observation(value: &Availability) -> bool {
     let value = value.as_str();
