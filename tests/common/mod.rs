@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod arm;
+pub mod arm_ttk;
 pub mod cosmos_emulator;
 pub mod fake_az;
 pub mod graph_sim;
