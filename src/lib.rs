@@ -12,6 +12,7 @@ pub mod graph;
 pub mod handler;
 pub mod identity;
 pub mod model;
+pub mod notifications;
 pub mod privacy;
 pub mod simulator;
 pub mod store;
