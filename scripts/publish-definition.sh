@@ -16,8 +16,8 @@
 # Usage:
 #   publish-definition.sh --resource-group <group> --name <definition> --location <region>
 #       --package-uri <https URL of app.zip> --publisher-principal-id <object id of the support group>
-#       [--notification-uri <https URL of the receiver, without query>] [--display-name <text>]
-#       [--description <text>]
+#       [--notification-uri <https URL of the receiver, without query>] [--app-version <x.y.z>]
+#       [--display-name <text>] [--description <text>]
 # Environment:
 #   NOTIFICATION_SIG  the receiver's token (required with --notification-uri); read from the
 #                     environment so it never shows in a process list or a shell history
@@ -59,6 +59,8 @@ az_do() {
 }
 
 resource_group="" name="" location="" package_uri="" principal="" notification_uri=""
+# A service-catalog notification names no version: the endpoint URL carries it to the receiver.
+app_version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
 display_name="Teams Presence"
 description="Teams presence history for Entra ID groups"
 while [ "$#" -gt 0 ]; do
@@ -69,6 +71,7 @@ while [ "$#" -gt 0 ]; do
     --package-uri) package_uri="${2:-}"; shift 2 || usage ;;
     --publisher-principal-id) principal="${2:-}"; shift 2 || usage ;;
     --notification-uri) notification_uri="${2:-}"; shift 2 || usage ;;
+    --app-version) app_version="${2:-}"; shift 2 || usage ;;
     --display-name) display_name="${2:-}"; shift 2 || usage ;;
     --description) description="${2:-}"; shift 2 || usage ;;
     -h|--help) usage ;;
@@ -90,6 +93,7 @@ if [ -n "${notification_uri}" ]; then
   [[ "${NOTIFICATION_SIG:-}" =~ ${SIG_RE} ]] \
     || problems+=("NOTIFICATION_SIG must hold the receiver's token: 32 to 128 letters, digits, - or _")
 fi
+[[ "${app_version}" =~ ^[A-Za-z0-9._-]{1,50}$ ]] || problems+=("--app-version ${app_version@Q} is not a version such as 1.2.0")
 [ -f "${ACCESS_MODEL}" ] || problems+=("no access model at ${ACCESS_MODEL}")
 command -v jq >/dev/null 2>&1 || problems+=("jq is needed")
 if [ "${#problems[@]}" -gt 0 ]; then
@@ -112,7 +116,7 @@ jq -n \
   --slurpfile model "${ACCESS_MODEL}" \
   --arg location "${location}" --arg displayName "${display_name}" --arg description "${description}" \
   --arg package "${package_uri}" --arg principal "${principal}" \
-  --arg notification "${notification_uri}" --arg sig "${NOTIFICATION_SIG:-}" '
+  --arg notification "${notification_uri}" --arg sig "${NOTIFICATION_SIG:-}" --arg version "${app_version}" '
   $model[0] as $m
   | {
       location: $location,
@@ -129,7 +133,7 @@ jq -n \
           allowedDataActions: [ $m.lockingPolicy.allowedDataActions[].action ]
         }
       } + (if $notification == "" then {} else
-            { notificationPolicy: { notificationEndpoints: [ { uri: ($notification + "?sig=" + $sig) } ] } } end))
+            { notificationPolicy: { notificationEndpoints: [ { uri: ($notification + "?sig=" + $sig + "&version=" + $version) } ] } } end))
     }' >"${body}"
 
 url="${ARM_URL}/subscriptions/${subscription}/resourceGroups/${resource_group}/providers/Microsoft.Solutions/applicationDefinitions/${name}?api-version=${API_VERSION}"
@@ -142,7 +146,7 @@ say "lock ReadOnly; publisher ${principal}: Reader only (acdd72a7-3385-48ef-bd42
 say "customer allowed actions: $(jq -r '[.lockingPolicy.allowedActions[].action] | join(", ")' "${ACCESS_MODEL}")"
 say "allowed data actions (the app's identity): $(jq -r '[.lockingPolicy.allowedDataActions[].action] | join(", ")' "${ACCESS_MODEL}")"
 if [ -n "${notification_uri}" ]; then
-  say "notifications to ${notification_uri}?sig=<NOTIFICATION_SIG>"
+  say "notifications to ${notification_uri}?sig=<NOTIFICATION_SIG>&version=${app_version}"
 else
   say "no notification endpoint: installs are not counted"
 fi

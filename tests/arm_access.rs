@@ -142,7 +142,7 @@ fn the_publishing_script_puts_one_definition_with_reader_the_lock_policy_and_the
     assert_eq!(p["lockingPolicy"]["allowedDataActions"], json!(actions(&m, "allowedDataActions")));
     assert_eq!(
         p["notificationPolicy"]["notificationEndpoints"],
-        json!([{ "uri": format!("https://installs.contoso.example/api/notifications?sig={SIG}") }])
+        json!([{ "uri": format!("https://installs.contoso.example/api/notifications?sig={SIG}&version={}", env!("CARGO_PKG_VERSION")) }])
     );
     assert_eq!(body["location"], "westeurope");
     // The token went in a file, never on az's command line, and is not printed.
