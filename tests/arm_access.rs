@@ -61,7 +61,8 @@ fn the_customer_may_change_settings_restart_list_keys_and_read_cosmos_but_never_
     ] {
         assert!(allowed.iter().any(|a| permits(a, needed)), "the customer cannot {needed}");
     }
-    let never: Vec<String> = m["neverAllowed"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    let never: Vec<String> =
+        m["neverAllowed"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
     assert!(never.len() >= 10, "{never:?}");
     for forbidden in &never {
         for a in allowed.iter().chain(&actions(&m, "allowedDataActions")) {
@@ -90,14 +91,16 @@ fn the_allowed_data_actions_are_those_of_the_apps_own_roles_and_their_risk_is_do
     assert!(m["lockingPolicy"]["allowedDataActions"].as_array().unwrap().iter().all(|a| a["for"] == "app identity"));
     let template = common::arm::template().to_string();
     // Storage Blob Data Owner and Monitoring Metrics Publisher are what the template assigns.
-    for (role_variable, prefix) in
-        [("storageBlobDataOwner", "Microsoft.Storage/storageAccounts/blobServices/"), ("monitoringMetricsPublisher", "Microsoft.Insights/")]
-    {
+    for (role_variable, prefix) in [
+        ("storageBlobDataOwner", "Microsoft.Storage/storageAccounts/blobServices/"),
+        ("monitoringMetricsPublisher", "Microsoft.Insights/"),
+    ] {
         assert!(template.contains(&format!("roles').{role_variable}")), "{role_variable}");
         assert!(data.iter().any(|a| a.starts_with(prefix)), "no data action for {role_variable}");
     }
     let risk = m["lockingPolicy"]["residualRisk"].as_str().unwrap();
-    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deployment.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deployment.md")).unwrap();
     assert!(doc.contains("overwrite the deployed package blob"), "docs/deployment.md must state: {risk}");
     for a in actions(&m, "allowedActions").iter().chain(&data) {
         assert!(doc.contains(&format!("`{a}`")), "docs/deployment.md does not list {a}");
@@ -124,7 +127,11 @@ fn publish(az: &FakeAz, extra: &[&str], env: &[(&str, &str)]) -> common::fake_az
 #[test]
 fn the_publishing_script_puts_one_definition_with_reader_the_lock_policy_and_the_notification_endpoint() {
     let az = FakeAz::new();
-    let run = publish(&az, &["--notification-uri", "https://installs.contoso.example/api/notifications"], &[("NOTIFICATION_SIG", SIG)]);
+    let run = publish(
+        &az,
+        &["--notification-uri", "https://installs.contoso.example/api/notifications"],
+        &[("NOTIFICATION_SIG", SIG)],
+    );
     assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
     let puts = az.arm_puts();
     assert_eq!(puts.len(), 1, "one PUT, so no definition ever exists without its locking policy");

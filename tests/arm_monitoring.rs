@@ -374,4 +374,3 @@ fn the_operations_doc_shows_the_deployed_queries_and_alert_conditions() {
         assert!(doc.contains(&format!("`{}`", stage.as_str())), "the doc does not explain the stage {stage:?}");
     }
 }
-

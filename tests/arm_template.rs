@@ -554,7 +554,8 @@ fn code_is_deployed_from_the_package_beside_the_template_after_storage_access_is
     // az deployment group create --template-uri <private blob> --parameters _artifactsLocationSasToken=?<sas>
     let mut params = sample_parameters();
     params.insert("_artifactsLocationSasToken".into(), json!("?sv=2024-11-04&sig=xyz"));
-    let private = Evaluator::new(&template, params).with_template_link("https://acct.example/releases/v1/mainTemplate.json");
+    let private =
+        Evaluator::new(&template, params).with_template_link("https://acct.example/releases/v1/mainTemplate.json");
     assert_eq!(
         private.eval_value(&onedeploy["properties"]["packageUri"], "packageUri").render(),
         "https://acct.example/releases/v1/function-package.zip?sv=2024-11-04&sig=xyz"
@@ -664,4 +665,3 @@ fn the_local_settings_example_lists_every_setting_with_a_working_value() {
     let sim = teams_presence::simulator::SimConfig::new(1);
     assert_eq!(values["IDENTITY_HEADER"], sim.identity_header.as_str(), "the simulator's default header");
 }
-

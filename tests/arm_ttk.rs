@@ -45,11 +45,22 @@ fn errors_of(template: &Value, day: NaiveDate) -> String {
 #[test]
 fn a_version_older_than_730_days_with_a_newer_one_in_the_table_fails() {
     let t = template();
-    let old = broken(&t, "\"type\":\"Microsoft.Web/serverfarms\"", "\"type\":\"Microsoft.Web/serverfarms\",\"apiVersion\":\"2022-03-01\"");
+    let old = broken(
+        &t,
+        "\"type\":\"Microsoft.Web/serverfarms\"",
+        "\"type\":\"Microsoft.Web/serverfarms\",\"apiVersion\":\"2022-03-01\"",
+    );
     // The inserted key comes after the sorted "apiVersion" in the text, so its value wins.
-    assert_eq!(old["resources"].as_array().unwrap().iter().find(|r| r["type"] == "Microsoft.Web/serverfarms").unwrap()["apiVersion"], "2022-03-01");
+    assert_eq!(
+        old["resources"].as_array().unwrap().iter().find(|r| r["type"] == "Microsoft.Web/serverfarms").unwrap()["apiVersion"],
+        "2022-03-01"
+    );
     let errors = errors_of(&old, today());
-    assert!(errors.contains("API version 2022-03-01 of Microsoft.Web/serverfarms") && errors.contains("2025-03-01 is available"), "{errors}");
+    assert!(
+        errors.contains("API version 2022-03-01 of Microsoft.Web/serverfarms")
+            && errors.contains("2025-03-01 is available"),
+        "{errors}"
+    );
     // Within 730 days of its date the same version still passes.
     let errors = errors_of(&old, NaiveDate::from_ymd_opt(2023, 3, 1).unwrap());
     assert!(!errors.contains("Microsoft.Web/serverfarms"), "{errors}");
@@ -60,13 +71,24 @@ fn a_version_older_than_730_days_with_a_newer_one_in_the_table_fails() {
 #[test]
 fn old_reference_versions_previews_and_unknown_types_fail() {
     let t = template();
-    let reference = broken(&t, "reference(variables('cosmosAccountId'), '2025-04-15')", "reference(variables('cosmosAccountId'), '2021-04-15')");
+    let reference = broken(
+        &t,
+        "reference(variables('cosmosAccountId'), '2025-04-15')",
+        "reference(variables('cosmosAccountId'), '2021-04-15')",
+    );
     let errors = errors_of(&reference, today());
-    assert!(errors.contains("reference()") && errors.contains("2021-04-15 of Microsoft.DocumentDB/databaseAccounts"), "{errors}");
+    assert!(
+        errors.contains("reference()") && errors.contains("2021-04-15 of Microsoft.DocumentDB/databaseAccounts"),
+        "{errors}"
+    );
     let preview = broken(&t, "\"apiVersion\":\"2023-01-01\"", "\"apiVersion\":\"2021-09-01-preview\"");
     assert!(errors_of(&preview, today()).contains("uses a preview version (2021-09-01-preview)"));
-    let unknown = broken(&t, "\"type\":\"Microsoft.Insights/actionGroups\"", "\"type\":\"Microsoft.Insights/actionGroupz\"");
-    assert!(errors_of(&unknown, today()).contains("Microsoft.Insights/actionGroupz is not in tests/fixtures/arm-api-versions.json"));
+    let unknown =
+        broken(&t, "\"type\":\"Microsoft.Insights/actionGroups\"", "\"type\":\"Microsoft.Insights/actionGroupz\"");
+    assert!(
+        errors_of(&unknown, today())
+            .contains("Microsoft.Insights/actionGroupz is not in tests/fixtures/arm-api-versions.json")
+    );
 }
 
 #[test]
@@ -75,16 +97,32 @@ fn blanks_hardcoded_hosts_locations_secrets_and_concatenated_uris_fail() {
     let cases = [
         ("\"indexingMode\":\"none\"", "\"indexingMode\":\"none\",\"includedPaths\":[]", "Empty property: .resources"),
         ("\"groupShortName\":\"presence\"", "\"groupShortName\":\"\"", "groupShortName"),
-        ("\"logLevel\":\"info\"", "\"logLevel\":\"info\",\"mirror\":\"https://x.blob.core.windows.net/p.zip\"", "hardcoded reference to core.windows.net"),
+        (
+            "\"logLevel\":\"info\"",
+            "\"logLevel\":\"info\",\"mirror\":\"https://x.blob.core.windows.net/p.zip\"",
+            "hardcoded reference to core.windows.net",
+        ),
         ("\"location\":\"Global\"", "\"location\":\"westeurope\"", "must be an expression or 'global'"),
-        ("\"value\":\"[variables('functionAppName')]\"", "\"value\":\"[resourceGroup().location]\"", "not resourcegroup().location"),
+        (
+            "\"value\":\"[variables('functionAppName')]\"",
+            "\"value\":\"[resourceGroup().location]\"",
+            "not resourcegroup().location",
+        ),
         (
             "\"cosmosEndpoint\":{",
             "\"storageKey\":{\"type\":\"string\",\"value\":\"[listKeys(variables('storageAccountId'), '2025-01-01').keys[0].value]\"},\"cosmosEndpoint\":{",
             "Output contains secret: storageKey",
         ),
-        ("\"packageUri\":\"[variables('functionPackageUri')]\"", "\"packageUri\":\"[concat(parameters('_artifactsLocation'), 'function-package.zip')]\"", "outside uri()"),
-        ("\"defaultValue\":\"[deployment().properties.templateLink.uri]\"", "\"defaultValue\":\"https://example.org/\"", "_artifactsLocation has an incorrect defaultValue"),
+        (
+            "\"packageUri\":\"[variables('functionPackageUri')]\"",
+            "\"packageUri\":\"[concat(parameters('_artifactsLocation'), 'function-package.zip')]\"",
+            "outside uri()",
+        ),
+        (
+            "\"defaultValue\":\"[deployment().properties.templateLink.uri]\"",
+            "\"defaultValue\":\"https://example.org/\"",
+            "_artifactsLocation has an incorrect defaultValue",
+        ),
     ];
     for (from, to, expected) in cases {
         let errors = errors_of(&broken(&t, from, to), today());
@@ -101,10 +139,26 @@ fn form_problems_fail() {
     let cases = [
         ("\"handler\":\"Microsoft.Azure.CreateUIDef\"", "\"handler\":\"Custom\"", "The handler must be"),
         ("\"location\":\"[location()]\"", "\"location\":\"westeurope\"", "outputs.location must be [location()]"),
-        ("\"alertEmail\":\"[steps('operations').alertEmail]\"", "\"alertMail\":\"[steps('operations').alertEmail]\"", "output alertMail does not exist"),
-        ("\"alertEmail\":\"[steps('operations').alertEmail]\"", "\"alertEmail\":\"[steps('operations').alertMail]\"", "could not find element 'alertMail'"),
-        ("\"regex\":\"^[^@\\\\s]+@[^@\\\\s]+\\\\.[^@\\\\s]+$\",", "", "Textbox alertEmail is missing constraints.regex"),
-        ("\"validationMessage\":\"Enter one e-mail address, such as ops@contoso.com.\"", "\"validationMessage\":\"\"", "Empty property"),
+        (
+            "\"alertEmail\":\"[steps('operations').alertEmail]\"",
+            "\"alertMail\":\"[steps('operations').alertEmail]\"",
+            "output alertMail does not exist",
+        ),
+        (
+            "\"alertEmail\":\"[steps('operations').alertEmail]\"",
+            "\"alertEmail\":\"[steps('operations').alertMail]\"",
+            "could not find element 'alertMail'",
+        ),
+        (
+            "\"regex\":\"^[^@\\\\s]+@[^@\\\\s]+\\\\.[^@\\\\s]+$\",",
+            "",
+            "Textbox alertEmail is missing constraints.regex",
+        ),
+        (
+            "\"validationMessage\":\"Enter one e-mail address, such as ops@contoso.com.\"",
+            "\"validationMessage\":\"\"",
+            "Empty property",
+        ),
     ];
     for (from, to, expected) in cases {
         let errors = form_rules(&broken(&ui, from, to), &t).join("\n");

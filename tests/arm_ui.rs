@@ -15,7 +15,8 @@ fn read_json(path: &str) -> Value {
 
 /// Outputs the Managed Applications service consumes itself rather than passing to the template
 /// (ARM-TTK's Outputs-Must-Be-Present-In-Template-Parameters exempts exactly these).
-const MANAGED_APP_OUTPUTS: &[&str] = &["applicationResourceName", "jitAccessPolicy", "managedIdentity", "managedResourceGroupId"];
+const MANAGED_APP_OUTPUTS: &[&str] =
+    &["applicationResourceName", "jitAccessPolicy", "managedIdentity", "managedResourceGroupId"];
 
 /// Template parameters the form does not ask for, each with the reason.
 const NOT_IN_THE_FORM: &[(&str, &str)] = &[
@@ -54,11 +55,15 @@ fn the_form_outputs_exactly_the_template_parameters_each_from_an_explained_eleme
     let outputs = ui["parameters"]["outputs"].as_object().unwrap();
     let output_names: BTreeSet<&str> =
         outputs.keys().map(String::as_str).filter(|n| !MANAGED_APP_OUTPUTS.contains(n)).collect();
-    let parameter_names: BTreeSet<&str> = template["parameters"].as_object().unwrap().keys().map(String::as_str).collect();
+    let parameter_names: BTreeSet<&str> =
+        template["parameters"].as_object().unwrap().keys().map(String::as_str).collect();
     let not_asked: BTreeSet<&str> = NOT_IN_THE_FORM.iter().map(|(n, _)| *n).collect();
     assert_eq!(output_names, parameter_names.difference(&not_asked).copied().collect());
     for (name, _) in NOT_IN_THE_FORM {
-        assert!(template["parameters"][name].get("defaultValue").is_some(), "{name} needs a default: the form never sets it");
+        assert!(
+            template["parameters"][name].get("defaultValue").is_some(),
+            "{name} needs a default: the form never sets it"
+        );
     }
 
     for (name, expression) in outputs {

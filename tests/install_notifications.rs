@@ -19,7 +19,8 @@ const SIG: &str = "q3N8vX1bT6yK0mR5wZ2cH9fJ4pL7dS3gA8eU1iO6";
 const BIN: &str = env!("CARGO_BIN_EXE_install-notifications");
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/notifications").join(name)).unwrap()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/notifications").join(name))
+        .unwrap()
 }
 
 const FIXTURES: &[&str] = &[
@@ -40,7 +41,13 @@ fn as_event(name: &str, event_type: &str, state: &str) -> String {
 /// Every payload the tests send: the four documented samples and the other documented events.
 fn payloads() -> Vec<String> {
     let mut all: Vec<String> = FIXTURES.iter().map(|f| fixture(f)).collect();
-    for (t, s) in [("PUT", "Accepted"), ("PATCH", "Succeeded"), ("DELETE", "Deleting"), ("DELETE", "Deleted"), ("DELETE", "Failed")] {
+    for (t, s) in [
+        ("PUT", "Accepted"),
+        ("PATCH", "Succeeded"),
+        ("DELETE", "Deleting"),
+        ("DELETE", "Deleted"),
+        ("DELETE", "Failed"),
+    ] {
         all.push(as_event("marketplace-put-succeeded.json", t, s));
     }
     all
@@ -171,7 +178,11 @@ async fn a_missing_or_wrong_sig_is_refused_and_nothing_is_stored() {
         assert_eq!(got, status, "{path}: {answer}");
     }
     // A body that is no notification gets 400 even with the right sig.
-    for bad in ["{}", "not json", r#"{"eventType":"PUT","provisioningState":"Running","applicationId":"x","eventTime":"2019-08-14T19:20:08Z"}"#] {
+    for bad in [
+        "{}",
+        "not json",
+        r#"{"eventType":"PUT","provisioningState":"Running","applicationId":"x","eventTime":"2019-08-14T19:20:08Z"}"#,
+    ] {
         let (status, answer) = r.post(&format!("/api/notifications?sig={SIG}"), bad).await;
         assert_eq!(status, 400, "{bad}: {answer}");
     }
@@ -231,17 +242,24 @@ async fn no_identifier_of_a_payload_is_stored_or_logged() {
 
 mod cosmos {
     use super::*;
-    use azure_data_cosmos::{AccountEndpoint, AccountReference, CosmosClientBuilder, CosmosRuntimeBuilder, FeedScope, RoutingStrategy};
     use azure_data_cosmos::options::Region;
-    use azure_data_cosmos_driver::in_memory_emulator::{InMemoryEmulatorHttpClient, VirtualAccountConfig, VirtualRegion};
+    use azure_data_cosmos::{
+        AccountEndpoint, AccountReference, CosmosClientBuilder, CosmosRuntimeBuilder, FeedScope, RoutingStrategy,
+    };
+    use azure_data_cosmos_driver::in_memory_emulator::{
+        InMemoryEmulatorHttpClient, VirtualAccountConfig, VirtualRegion,
+    };
     use futures::TryStreamExt;
     use teams_presence::notifications::cosmos::CosmosCounts;
 
     const ENDPOINT: &str = "https://eastus.emulator.local";
 
     async fn store() -> (CosmosCounts, azure_data_cosmos::CosmosClient) {
-        let config =
-            VirtualAccountConfig::new(vec![VirtualRegion::new("East US", azure_core::http::Url::parse(ENDPOINT).unwrap())]).unwrap();
+        let config = VirtualAccountConfig::new(vec![VirtualRegion::new(
+            "East US",
+            azure_core::http::Url::parse(ENDPOINT).unwrap(),
+        )])
+        .unwrap();
         let emulator = std::sync::Arc::new(InMemoryEmulatorHttpClient::new(config));
         // As publisher/mainTemplate.json creates it.
         emulator.store().create_database("installs");
@@ -277,8 +295,7 @@ mod cosmos {
         // Several events for one count, delivered together (on the in-memory emulator they do not
         // actually race: the stale-etag path is tested in notifications::cosmos's unit test).
         let put = fixture("marketplace-put-succeeded.json");
-        let retimed: Vec<String> =
-            (0..4).map(|i| put.replace("19:20:08.1707163Z", &format!("19:2{i}:00Z"))).collect();
+        let retimed: Vec<String> = (0..4).map(|i| put.replace("19:20:08.1707163Z", &format!("19:2{i}:00Z"))).collect();
         let counts_ref = &counts;
         let outcomes = futures::future::join_all(retimed.iter().map(|b| {
             let e = event(b);
@@ -294,8 +311,13 @@ mod cosmos {
         assert_eq!(rows.iter().find(|r| r.key.plan == "service-catalog").unwrap().key.version, "2.0.0");
 
         let container = client.database_client("installs").container_client("installs", None).await.unwrap();
-        let docs: Vec<Value> =
-            container.query_items("SELECT * FROM c", FeedScope::full_container(), None).await.unwrap().try_collect().await.unwrap();
+        let docs: Vec<Value> = container
+            .query_items("SELECT * FROM c", FeedScope::full_container(), None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
         let receipts: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "receipt").collect();
         assert_eq!(receipts.len(), 9 + 4);
         assert!(receipts.iter().all(|d| d["ttl"] == 48 * 3600), "receipts expire after 48 hours");
@@ -315,15 +337,20 @@ fn the_receivers_template_host_and_function_match_the_binary() {
     use common::arm::{Evaluator, read_json};
     let template = read_json("publisher/mainTemplate.json");
     let params = std::collections::BTreeMap::from([("sigSha256".to_string(), json!(sig_digest_hex(SIG)))]);
-    let eval = Evaluator::new(&template, params).with_template_link("https://releases.contoso.example/v1/mainTemplate.json");
+    let eval =
+        Evaluator::new(&template, params).with_template_link("https://releases.contoso.example/v1/mainTemplate.json");
     eval.check_all();
     assert_eq!(eval.errors(), Vec::<String>::new());
     assert!(eval.expressions_evaluated() > 40);
 
     // Every app setting is one the receiver reads (its clap env names), or the host's storage.
     let site = template["resources"].as_array().unwrap().iter().find(|r| r["type"] == "Microsoft.Web/sites").unwrap();
-    let set: BTreeSet<&str> =
-        site["properties"]["siteConfig"]["appSettings"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let set: BTreeSet<&str> = site["properties"]["siteConfig"]["appSettings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     let command = teams_presence::notifications::ReceiverSettings::augment_args(clap::Command::new("x"));
     let read: BTreeSet<String> =
         command.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect();
@@ -351,7 +378,10 @@ fn the_receivers_template_host_and_function_match_the_binary() {
     assert_eq!(host["extensions"]["http"]["routePrefix"], "api");
     let function = read_json("publisher/function-notifications/function.json");
     let trigger = &function["bindings"][0];
-    assert_eq!(trigger["authLevel"], "anonymous", "the sig in the URL authenticates (publish-notifications, Endpoint authentication)");
+    assert_eq!(
+        trigger["authLevel"], "anonymous",
+        "the sig in the URL authenticates (publish-notifications, Endpoint authentication)"
+    );
     let route = trigger["route"].as_str().unwrap();
     assert_eq!(format!("/api/{}", route.trim_end_matches("/{*rest}")), teams_presence::notifications::server::ROUTE);
 }

@@ -111,7 +111,8 @@ fn the_packages_hold_exactly_the_deployable_files_with_the_handler_executable() 
         "all at the root"
     );
     for (name, _, content) in &app {
-        let source = if name == "function-package.zip" { dist.path().join(name) } else { repo().join("arm").join(name) };
+        let source =
+            if name == "function-package.zip" { dist.path().join(name) } else { repo().join("arm").join(name) };
         assert_eq!(content, &sha256(&source), "{name}");
     }
 
@@ -120,7 +121,11 @@ fn the_packages_hold_exactly_the_deployable_files_with_the_handler_executable() 
     let names: Vec<(&str, u32)> = receiver.iter().map(|(n, m, _)| (n.as_str(), *m)).collect();
     assert_eq!(
         names,
-        [("install-notifications", 0o100755), ("host.json", 0o100644), ("function-notifications/function.json", 0o100644)]
+        [
+            ("install-notifications", 0o100755),
+            ("host.json", 0o100644),
+            ("function-notifications/function.json", 0o100644)
+        ]
     );
     assert_eq!(receiver[1].2, sha256(&repo().join("publisher/host.json")));
 
@@ -166,10 +171,17 @@ fn the_templates_package_url_from_its_template_link_names_the_code_package_insid
     let template: Value = serde_json::from_slice(&read_entry(&app, "mainTemplate.json")).unwrap();
     let staged = "https://stage.contoso.example/applicationDefinitions/0001/mainTemplate.json";
     let eval = common::arm::Evaluator::new(&template, common::arm::sample_parameters()).with_template_link(staged);
-    let onedeploy = template["resources"].as_array().unwrap().iter().find(|r| r["type"] == "Microsoft.Web/sites/extensions").unwrap();
+    let onedeploy = template["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Microsoft.Web/sites/extensions")
+        .unwrap();
     let url = eval.eval_value(&onedeploy["properties"]["packageUri"], "packageUri").render();
     assert_eq!(eval.errors(), Vec::<String>::new());
-    let relative = url.strip_prefix("https://stage.contoso.example/applicationDefinitions/0001/").unwrap_or_else(|| panic!("{url}"));
+    let relative = url
+        .strip_prefix("https://stage.contoso.example/applicationDefinitions/0001/")
+        .unwrap_or_else(|| panic!("{url}"));
     let inner = read_entry(&app, relative);
     let unpacked = dist.path().join("from-app.zip");
     std::fs::write(&unpacked, inner).unwrap();
@@ -183,7 +195,8 @@ fn the_fallback_package_url_becomes_the_templates_default_and_a_sas_is_refused()
     let uri = "https://releases.contoso.example/v1/function-package.zip";
     let out = package(dist.path(), &[("GLIBC_BASELINE", "99.0"), ("FUNCTION_PACKAGE_URI", uri)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let template: Value = serde_json::from_slice(&read_entry(&dist.path().join("app.zip"), "mainTemplate.json")).unwrap();
+    let template: Value =
+        serde_json::from_slice(&read_entry(&dist.path().join("app.zip"), "mainTemplate.json")).unwrap();
     assert_eq!(template["parameters"]["packageUriOverride"]["defaultValue"], uri);
 
     for bad in ["http://insecure.example/p.zip", "https://x.blob.core.windows.net/p.zip?sv=2024&sig=abc"] {

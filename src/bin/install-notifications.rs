@@ -13,7 +13,11 @@ use teams_presence::notifications::{ReceiverConfig, ReceiverSettings, sig_digest
 use teams_presence::telemetry::{self, Console};
 
 #[derive(Parser)]
-#[command(name = "install-notifications", version, about = "Counts Managed Application install notifications by plan, version, event and day")]
+#[command(
+    name = "install-notifications",
+    version,
+    about = "Counts Managed Application install notifications by plan, version, event and day"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -73,7 +77,10 @@ fn listen_port(flag: Option<u16>) -> anyhow::Result<u16> {
     }
     for name in ["FUNCTIONS_CUSTOMHANDLER_PORT", "FUNCTIONS_HTTPWORKER_PORT"] {
         if let Some(value) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
-            return value.trim().parse().map_err(|_| anyhow::anyhow!("{name} is {value:?}: expected a TCP port number (0-65535)"));
+            return value
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name} is {value:?}: expected a TCP port number (0-65535)"));
         }
     }
     Ok(8080)
@@ -85,7 +92,9 @@ async fn serve(port: Option<u16>, settings: &ReceiverSettings, telemetry: teleme
     let config = ReceiverConfig::parse(settings)?;
     let counts = config.open_counts().await?;
     let port = listen_port(port)?;
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, store = %counts.describe(), "listening");
     let receiver = Arc::new(Receiver::new(counts, config.sig_digest).with_telemetry(telemetry));
@@ -122,7 +131,10 @@ fn sig_digest() -> anyhow::Result<()> {
     std::io::stdin().read_to_string(&mut token)?;
     let token = token.trim();
     if token.len() < 32 {
-        anyhow::bail!("the sig token on stdin has {} characters: use at least 32 random ones (openssl rand -hex 24)", token.len());
+        anyhow::bail!(
+            "the sig token on stdin has {} characters: use at least 32 random ones (openssl rand -hex 24)",
+            token.len()
+        );
     }
     println!("{}", sig_digest_hex(token));
     Ok(())

@@ -68,7 +68,10 @@ impl CosmosCounts {
             .parse()
             .map_err(|e| CountError::Open(endpoint.to_string(), format!("not a Cosmos DB account endpoint: {e}")))?;
         let client = CosmosClientBuilder::new()
-            .build(AccountReference::with_credential(account_endpoint, credential), RoutingStrategy::PreferredRegions(Vec::new()))
+            .build(
+                AccountReference::with_credential(account_endpoint, credential),
+                RoutingStrategy::PreferredRegions(Vec::new()),
+            )
             .await
             .map_err(|e| CountError::Open(endpoint.to_string(), e.to_string()))?;
         Self::from_client(client, endpoint, database, container).await
@@ -76,7 +79,12 @@ impl CosmosCounts {
 
     /// Uses a built client (tests build one on the SDK's in-memory emulator). The container must
     /// exist, partitioned by `/day`: the receiver's template creates it.
-    pub async fn from_client(client: CosmosClient, endpoint: &str, database: &str, container: &str) -> Result<Self, CountError> {
+    pub async fn from_client(
+        client: CosmosClient,
+        endpoint: &str,
+        database: &str,
+        container: &str,
+    ) -> Result<Self, CountError> {
         let description = format!("Cosmos DB {endpoint} database {database} container {container}");
         let container = client
             .database_client(database)
@@ -102,12 +110,20 @@ impl CosmosCounts {
 impl CosmosCounts {
     /// One transactional batch: the receipt created and the count raised (or created) from the
     /// `current` read. `None` when another delivery changed the count since that read.
-    async fn attempt(&self, event: &InstallEvent, current: Option<(CountDoc, String)>) -> Result<Option<Recorded>, CountError> {
+    async fn attempt(
+        &self,
+        event: &InstallEvent,
+        current: Option<(CountDoc, String)>,
+    ) -> Result<Option<Recorded>, CountError> {
         let day = event.key.day.to_string();
         let id = count_id(&event.key);
         let batch_error = |e: azure_data_cosmos::CosmosError| CountError::Io("write a count", e.to_string());
-        let receipt =
-            ReceiptDoc { id: format!("r:{}", event.receipt.as_str()), day: day.clone(), kind: "receipt", ttl: RECEIPT_TTL.as_secs() };
+        let receipt = ReceiptDoc {
+            id: format!("r:{}", event.receipt.as_str()),
+            day: day.clone(),
+            kind: "receipt",
+            ttl: RECEIPT_TTL.as_secs(),
+        };
         let batch = TransactionalBatch::new(day.clone()).create_item(&receipt).map_err(batch_error)?;
         let batch = match current {
             Some((mut doc, etag)) => {
@@ -172,12 +188,23 @@ impl InstallCounts for CosmosCounts {
             .map_err(|e| CountError::Io("read the counts", e.to_string()))?;
         let mut rows = Vec::new();
         for doc in docs.into_iter().filter(|d| d["kind"] == "count") {
-            let doc: CountDoc = serde_json::from_value(doc).map_err(|e| CountError::Io("read the counts", e.to_string()))?;
+            let doc: CountDoc =
+                serde_json::from_value(doc).map_err(|e| CountError::Io("read the counts", e.to_string()))?;
             let day = NaiveDate::parse_from_str(&doc.day, "%Y-%m-%d")
                 .map_err(|e| CountError::Io("read the counts", format!("day {:?}: {e}", doc.day)))?;
-            rows.push(CountRow { key: CountKey { plan: doc.plan, version: doc.version, event: doc.event, day }, count: doc.count });
+            rows.push(CountRow {
+                key: CountKey { plan: doc.plan, version: doc.version, event: doc.event, day },
+                count: doc.count,
+            });
         }
-        rows.sort_by(|a, b| (a.key.day, &a.key.plan, &a.key.version, &a.key.event).cmp(&(b.key.day, &b.key.plan, &b.key.version, &b.key.event)));
+        rows.sort_by(|a, b| {
+            (a.key.day, &a.key.plan, &a.key.version, &a.key.event).cmp(&(
+                b.key.day,
+                &b.key.plan,
+                &b.key.version,
+                &b.key.event,
+            ))
+        });
         Ok(rows)
     }
 
@@ -189,25 +216,35 @@ impl InstallCounts for CosmosCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use azure_data_cosmos::CosmosRuntimeBuilder;
     use azure_data_cosmos::options::Region;
-    use azure_data_cosmos::{CosmosRuntimeBuilder};
-    use azure_data_cosmos_driver::in_memory_emulator::{InMemoryEmulatorHttpClient, VirtualAccountConfig, VirtualRegion};
+    use azure_data_cosmos_driver::in_memory_emulator::{
+        InMemoryEmulatorHttpClient, VirtualAccountConfig, VirtualRegion,
+    };
 
     const ENDPOINT: &str = "https://eastus.emulator.local";
 
     async fn counts() -> CosmosCounts {
-        let config = VirtualAccountConfig::new(vec![VirtualRegion::new("East US", azure_core::http::Url::parse(ENDPOINT).unwrap())])
-            .unwrap();
+        let config = VirtualAccountConfig::new(vec![VirtualRegion::new(
+            "East US",
+            azure_core::http::Url::parse(ENDPOINT).unwrap(),
+        )])
+        .unwrap();
         let emulator = Arc::new(InMemoryEmulatorHttpClient::new(config));
         emulator.store().create_database("installs");
-        let by_day = serde_json::from_value(serde_json::json!({ "paths": ["/day"], "kind": "Hash", "version": 2 })).unwrap();
+        let by_day =
+            serde_json::from_value(serde_json::json!({ "paths": ["/day"], "kind": "Hash", "version": 2 })).unwrap();
         emulator.store().create_container("installs", "installs", by_day);
         let runtime = CosmosRuntimeBuilder::from(emulator.runtime_builder()).build().await.unwrap();
         let account = AccountReference::with_authentication_key(
             ENDPOINT.parse::<AccountEndpoint>().unwrap(),
             azure_core::credentials::Secret::new("dGVzdGtleQ=="),
         );
-        let client = CosmosClientBuilder::new().with_runtime(runtime).build(account, RoutingStrategy::ProximityTo(Region::EAST_US)).await.unwrap();
+        let client = CosmosClientBuilder::new()
+            .with_runtime(runtime)
+            .build(account, RoutingStrategy::ProximityTo(Region::EAST_US))
+            .await
+            .unwrap();
         CosmosCounts::from_client(client, ENDPOINT, "installs", "installs").await.unwrap()
     }
 
@@ -230,7 +267,11 @@ mod tests {
         let stale = counts.read_count(&day, &count_id(&first.key)).await.unwrap();
         counts.record(&event("2026-01-02T12:00:00Z"), Utc::now()).await.unwrap();
         assert_eq!(counts.attempt(&second, stale).await.unwrap(), None, "the stale etag must be refused");
-        assert_eq!(counts.record(&second, Utc::now()).await.unwrap(), Recorded::Counted, "not a duplicate: no receipt was left");
+        assert_eq!(
+            counts.record(&second, Utc::now()).await.unwrap(),
+            Recorded::Counted,
+            "not a duplicate: no receipt was left"
+        );
         assert_eq!(counts.counts().await.unwrap()[0].count, 3);
         // A count created meanwhile is a conflict too.
         let other = event("2026-01-03T10:00:00Z");

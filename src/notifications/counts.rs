@@ -74,8 +74,13 @@ impl SqliteCounts {
         Ok(Self { path: path.to_path_buf(), connection: Mutex::new(connection) })
     }
 
-    fn with<T>(&self, work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>, what: &'static str) -> Result<T, CountError> {
-        let mut connection = self.connection.lock().map_err(|_| CountError::Io(what, "a previous write panicked".into()))?;
+    fn with<T>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+        what: &'static str,
+    ) -> Result<T, CountError> {
+        let mut connection =
+            self.connection.lock().map_err(|_| CountError::Io(what, "a previous write panicked".into()))?;
         work(&mut connection).map_err(|e| CountError::Io(what, e.to_string()))
     }
 }
@@ -89,13 +94,20 @@ impl InstallCounts for SqliteCounts {
                 let tx = c.transaction()?;
                 tx.execute("DELETE FROM receipts WHERE expires <= ?1", params![now.to_rfc3339()])?;
                 let seen: Option<String> = tx
-                    .query_row("SELECT receipt FROM receipts WHERE receipt = ?1", params![event.receipt.as_str()], |r| r.get(0))
+                    .query_row(
+                        "SELECT receipt FROM receipts WHERE receipt = ?1",
+                        params![event.receipt.as_str()],
+                        |r| r.get(0),
+                    )
                     .optional()?;
                 if seen.is_some() {
                     tx.commit()?;
                     return Ok(Recorded::Duplicate);
                 }
-                tx.execute("INSERT INTO receipts (receipt, expires) VALUES (?1, ?2)", params![event.receipt.as_str(), expires.to_rfc3339()])?;
+                tx.execute(
+                    "INSERT INTO receipts (receipt, expires) VALUES (?1, ?2)",
+                    params![event.receipt.as_str(), expires.to_rfc3339()],
+                )?;
                 let k = &event.key;
                 tx.execute(
                     "INSERT INTO counts (plan, version, event, day, count) VALUES (?1, ?2, ?3, ?4, 1)
@@ -112,12 +124,14 @@ impl InstallCounts for SqliteCounts {
     async fn counts(&self) -> Result<Vec<CountRow>, CountError> {
         self.with(
             |c| {
-                let mut statement =
-                    c.prepare("SELECT plan, version, event, day, count FROM counts ORDER BY day, plan, version, event")?;
+                let mut statement = c.prepare(
+                    "SELECT plan, version, event, day, count FROM counts ORDER BY day, plan, version, event",
+                )?;
                 let rows = statement.query_map([], |r| {
                     let day: String = r.get(3)?;
-                    let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
-                        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?;
+                    let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+                    })?;
                     Ok(CountRow {
                         key: CountKey { plan: r.get(0)?, version: r.get(1)?, event: r.get(2)?, day },
                         count: r.get::<_, i64>(4)?.max(0) as u64,

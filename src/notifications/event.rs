@@ -33,7 +33,9 @@ const EVENTS: &[(&str, &str)] = &[
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EventError {
-    #[error("the body is not a notification: {0}; expected JSON with eventType, provisioningState, applicationId, eventTime")]
+    #[error(
+        "the body is not a notification: {0}; expected JSON with eventType, provisioningState, applicationId, eventTime"
+    )]
     Shape(String),
     #[error(
         "eventType {event_type:?} with provisioningState {state:?} is not a documented notification; expected one of {expected}"
@@ -166,8 +168,12 @@ mod tests {
 
     #[test]
     fn keeps_plan_version_event_and_day_only() {
-        let e = InstallEvent::parse(&body("PUT", "Succeeded", "2019-08-14T23:59:59.1707163Z", Some(("standard", "1.0.1"))), None, KEY)
-            .unwrap();
+        let e = InstallEvent::parse(
+            &body("PUT", "Succeeded", "2019-08-14T23:59:59.1707163Z", Some(("standard", "1.0.1"))),
+            None,
+            KEY,
+        )
+        .unwrap();
         assert_eq!(
             e.key,
             CountKey {
@@ -177,8 +183,12 @@ mod tests {
                 day: NaiveDate::from_ymd_opt(2019, 8, 14).unwrap()
             }
         );
-        let sc = InstallEvent::parse(&body("delete", "deleted", "2019-08-14T00:00:00+02:00", None), Some("2.0.0"), KEY).unwrap();
-        assert_eq!((sc.key.plan.as_str(), sc.key.version.as_str(), sc.key.event.as_str()), ("service-catalog", "2.0.0", "DELETE/Deleted"));
+        let sc = InstallEvent::parse(&body("delete", "deleted", "2019-08-14T00:00:00+02:00", None), Some("2.0.0"), KEY)
+            .unwrap();
+        assert_eq!(
+            (sc.key.plan.as_str(), sc.key.version.as_str(), sc.key.event.as_str()),
+            ("service-catalog", "2.0.0", "DELETE/Deleted")
+        );
         assert_eq!(sc.key.day, NaiveDate::from_ymd_opt(2019, 8, 13).unwrap(), "the UTC day");
     }
 
@@ -187,7 +197,8 @@ mod tests {
         let a = InstallEvent::parse(&body("PUT", "Succeeded", "2019-08-14T19:20:08Z", None), None, KEY).unwrap();
         let again = InstallEvent::parse(&body("PUT", "Succeeded", "2019-08-14T19:20:08Z", None), None, KEY).unwrap();
         let other = InstallEvent::parse(&body("PUT", "Accepted", "2019-08-14T19:20:08Z", None), None, KEY).unwrap();
-        let other_key = InstallEvent::parse(&body("PUT", "Succeeded", "2019-08-14T19:20:08Z", None), None, b"x").unwrap();
+        let other_key =
+            InstallEvent::parse(&body("PUT", "Succeeded", "2019-08-14T19:20:08Z", None), None, b"x").unwrap();
         assert_eq!(a.receipt, again.receipt);
         assert_ne!(a.receipt, other.receipt);
         assert_ne!(a.receipt, other_key.receipt);
@@ -200,7 +211,8 @@ mod tests {
         assert!(err.to_string().contains("PUT/Succeeded") && err.to_string().contains("\"POST\""), "{err}");
         let err = InstallEvent::parse(&body("PUT", "Succeeded", "yesterday", None), None, KEY).unwrap_err();
         assert_eq!(err, EventError::Time("yesterday".into()));
-        let err = InstallEvent::parse(&body("PUT", "Succeeded", "2019-08-14T19:20:08Z", Some(("a b", "1"))), None, KEY).unwrap_err();
+        let err = InstallEvent::parse(&body("PUT", "Succeeded", "2019-08-14T19:20:08Z", Some(("a b", "1"))), None, KEY)
+            .unwrap_err();
         assert!(matches!(err, EventError::Label { field: "plan.name", .. }), "{err}");
         assert!(matches!(InstallEvent::parse(b"[]", None, KEY), Err(EventError::Shape(_))));
     }

@@ -6,8 +6,8 @@
 //! It shares only the crate's logging with the product ([`crate::telemetry`]); nothing here
 //! depends on the poll cycle, Graph or the history store.
 
-pub mod counts;
 pub mod cosmos;
+pub mod counts;
 pub mod event;
 pub mod server;
 
@@ -68,7 +68,12 @@ pub struct ReceiverConfig {
 
 impl ReceiverConfig {
     pub fn parse(settings: &ReceiverSettings) -> Result<Self, ReceiverConfigError> {
-        let hex = settings.sig_sha256.as_deref().map(str::trim).filter(|s| !s.is_empty()).ok_or(ReceiverConfigError::MissingSig)?;
+        let hex = settings
+            .sig_sha256
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or(ReceiverConfigError::MissingSig)?;
         let sig_digest = parse_hex32(hex).ok_or(ReceiverConfigError::BadSig(hex.len()))?;
         let store = match settings.cosmos_endpoint.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             Some(endpoint) => CountStore::Cosmos {
@@ -85,7 +90,8 @@ impl ReceiverConfig {
         Ok(match &self.store {
             CountStore::Sqlite(path) => Arc::new(SqliteCounts::open(path)?),
             CountStore::Cosmos { endpoint, database, container } => {
-                let credential = crate::identity::credential().map_err(|e| ReceiverConfigError::Identity(e.to_string()))?;
+                let credential =
+                    crate::identity::credential().map_err(|e| ReceiverConfigError::Identity(e.to_string()))?;
                 Arc::new(cosmos::CosmosCounts::connect(endpoint, database, container, credential).await?)
             }
         })

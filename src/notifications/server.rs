@@ -52,7 +52,9 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
         .route("/", get(|| async { "ok" }))
         .route(ROUTE, post(notification))
         .route(&format!("{ROUTE}/{{*rest}}"), post(notification))
-        .fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({ "error": format!("POST notifications to {ROUTE}") }))) })
+        .fallback(|| async {
+            (StatusCode::NOT_FOUND, axum::Json(json!({ "error": format!("POST notifications to {ROUTE}") })))
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(receiver)
 }
@@ -61,7 +63,12 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn notification(State(receiver): State<Arc<Receiver>>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+async fn notification(
+    State(receiver): State<Arc<Receiver>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let invocation_id = headers
         .get(INVOCATION_ID_HEADER)
         .and_then(|v| v.to_str().ok())

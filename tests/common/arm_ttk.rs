@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::NaiveDate;
 use serde_json::Value;
 
-use super::arm::{is_expression, parse, Expr};
+use super::arm::{Expr, is_expression, parse};
 
 /// The table of newest known stable API versions (tests/fixtures/arm-api-versions.json).
 pub struct ApiVersions {
@@ -217,7 +217,11 @@ pub fn template_should_not_contain_blanks(template: &Value) -> Vec<String> {
     ];
     let mut found = Vec::new();
     blanks(template, "", &mut found);
-    found.into_iter().filter(|(_, key)| !MAY_BE_EMPTY.contains(&key.as_str())).map(|(p, _)| format!("Empty property: {p}")).collect()
+    found
+        .into_iter()
+        .filter(|(_, key)| !MAY_BE_EMPTY.contains(&key.as_str()))
+        .map(|(p, _)| format!("Empty property: {p}"))
+        .collect()
 }
 
 /// Location-Should-Not-Be-Hardcoded and Resources-Should-Have-Location (main template).
@@ -230,7 +234,8 @@ pub fn location_rules(template: &Value) -> Vec<String> {
         }
         let default = location["defaultValue"].as_str().unwrap_or_default().trim();
         if !["", "[resourceGroup().location]", "[deployment().location]", "global"].contains(&default) {
-            errors.push(format!("The defaultValue of the location parameter must not be a specific location: {default}"));
+            errors
+                .push(format!("The defaultValue of the location parameter must not be a specific location: {default}"));
         }
     }
     let mut rest = template.clone();
@@ -304,7 +309,11 @@ pub fn outputs_must_not_contain_secrets(template: &Value) -> Vec<String> {
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(_, p)| p["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("securestring") || t.eq_ignore_ascii_case("secureobject")))
+        .filter(|(_, p)| {
+            p["type"]
+                .as_str()
+                .is_some_and(|t| t.eq_ignore_ascii_case("securestring") || t.eq_ignore_ascii_case("secureobject"))
+        })
         .map(|(n, _)| n)
         .collect();
     let mut errors = Vec::new();
@@ -434,7 +443,8 @@ pub fn template_rules(template: &Value, table: &ApiVersions, today: NaiveDate) -
 // createUiDefinition.json
 
 /// Outputs the Managed Applications service consumes itself (ARM-TTK skips them).
-pub const MANAGED_APP_OUTPUTS: &[&str] = &["applicationresourcename", "jitaccesspolicy", "managedidentity", "managedresourcegroupid"];
+pub const MANAGED_APP_OUTPUTS: &[&str] =
+    &["applicationresourcename", "jitaccesspolicy", "managedidentity", "managedresourcegroupid"];
 
 /// Every element of the form, steps and basics, nested sections included.
 fn elements(ui: &Value) -> Vec<&Value> {
@@ -457,8 +467,13 @@ fn elements(ui: &Value) -> Vec<&Value> {
 /// validations with messages, no blanks.
 pub fn form_rules(ui: &Value, template: &Value) -> Vec<String> {
     let mut errors = Vec::new();
-    if !["Microsoft.Azure.CreateUIDef", "Microsoft.Compute.MultiVm"].contains(&ui["handler"].as_str().unwrap_or_default()) {
-        errors.push(format!("The handler must be Microsoft.Azure.CreateUIDef or Microsoft.Compute.MultiVm: {}", ui["handler"]));
+    if !["Microsoft.Azure.CreateUIDef", "Microsoft.Compute.MultiVm"]
+        .contains(&ui["handler"].as_str().unwrap_or_default())
+    {
+        errors.push(format!(
+            "The handler must be Microsoft.Azure.CreateUIDef or Microsoft.Compute.MultiVm: {}",
+            ui["handler"]
+        ));
     }
     if ui["$schema"] != "https://schema.management.azure.com/schemas/0.1.2-preview/CreateUIDefinition.MultiVm.json#" {
         errors.push(format!("CreateUIDefinition has an incorrect schema: {}", ui["$schema"]));
@@ -478,7 +493,9 @@ pub fn form_rules(ui: &Value, template: &Value) -> Vec<String> {
     }
     for (name, p) in &params {
         if p.get("defaultValue").is_none() && !outputs.contains_key(name) {
-            errors.push(format!("{name} does not have a default value, and is not defined in CreateUIDefinition.outputs"));
+            errors.push(format!(
+                "{name} does not have a default value, and is not defined in CreateUIDefinition.outputs"
+            ));
         }
     }
     let steps: BTreeMap<&str, BTreeSet<&str>> = ui["parameters"]["steps"]

@@ -54,7 +54,12 @@ impl HandlerProcess {
     }
 
     /// Starts another custom handler of this crate (such as `install-notifications`) the same way.
-    pub fn start_program(handler: &str, env: &HashMap<String, String>, wrapper: &[&str], args: &[&str]) -> HandlerProcess {
+    pub fn start_program(
+        handler: &str,
+        env: &HashMap<String, String>,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> HandlerProcess {
         let mut command = match wrapper.split_first() {
             Some((program, wrapper_args)) => {
                 let mut command = Command::new(program);
