@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod cycle;
 pub mod demo;
+pub mod functions_host;
 pub mod graph;
 pub mod handler;
 pub mod identity;

@@ -185,13 +185,8 @@ fn settings_the_binary_reads() -> BTreeSet<String> {
             names.insert(rest[..rest.find('"').unwrap()].to_string());
         }
     }
-    // A list literal fed to env::var, like the port names in main.rs.
-    let main = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/main.rs")).unwrap();
-    for (name, _) in SET_BY_PLATFORM {
-        if main.contains(&format!("\"{name}\"")) {
-            names.insert(name.to_string());
-        }
-    }
+    // The port settings the host sets, a list fed to env::var.
+    names.extend(teams_presence::functions_host::PORT_SETTINGS.iter().map(|n| n.to_string()));
     names
 }
 

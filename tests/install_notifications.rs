@@ -2,7 +2,7 @@
 //! served as the Functions host forwards HTTP requests, fed the documented notification payloads
 //! (tests/fixtures/notifications, copied from learn.microsoft.com/azure/azure-resource-manager/
 //! managed-applications/publish-notifications). Its Cosmos DB store is checked on the SDK's
-//! in-memory emulator.
+//! in-memory emulator by the unit tests of `notifications::cosmos`.
 
 mod common;
 
@@ -11,8 +11,6 @@ use std::path::Path;
 
 use common::handler_process::HandlerProcess;
 use serde_json::{Value, json};
-use teams_presence::notifications::counts::{InstallCounts, Recorded};
-use teams_presence::notifications::event::InstallEvent;
 use teams_presence::notifications::sig_digest_hex;
 
 const SIG: &str = "q3N8vX1bT6yK0mR5wZ2cH9fJ4pL7dS3gA8eU1iO6";
@@ -234,97 +232,6 @@ async fn no_identifier_of_a_payload_is_stored_or_logged() {
     for id in &all {
         assert!(!stored.contains(id), "the store holds {id}");
         assert!(!logs.contains(id), "the logs hold {id}");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The Cosmos DB store, on the SDK's in-memory emulator
-
-mod cosmos {
-    use super::*;
-    use azure_data_cosmos::options::Region;
-    use azure_data_cosmos::{
-        AccountEndpoint, AccountReference, CosmosClientBuilder, CosmosRuntimeBuilder, FeedScope, RoutingStrategy,
-    };
-    use azure_data_cosmos_driver::in_memory_emulator::{
-        InMemoryEmulatorHttpClient, VirtualAccountConfig, VirtualRegion,
-    };
-    use futures::TryStreamExt;
-    use teams_presence::notifications::cosmos::CosmosCounts;
-
-    const ENDPOINT: &str = "https://eastus.emulator.local";
-
-    async fn store() -> (CosmosCounts, azure_data_cosmos::CosmosClient) {
-        let config = VirtualAccountConfig::new(vec![VirtualRegion::new(
-            "East US",
-            azure_core::http::Url::parse(ENDPOINT).unwrap(),
-        )])
-        .unwrap();
-        let emulator = std::sync::Arc::new(InMemoryEmulatorHttpClient::new(config));
-        // As publisher/mainTemplate.json creates it.
-        emulator.store().create_database("installs");
-        let by_day = serde_json::from_value(json!({ "paths": ["/day"], "kind": "Hash", "version": 2 })).unwrap();
-        emulator.store().create_container("installs", "installs", by_day);
-        let runtime = CosmosRuntimeBuilder::from(emulator.runtime_builder()).build().await.unwrap();
-        let account = AccountReference::with_authentication_key(
-            ENDPOINT.parse::<AccountEndpoint>().unwrap(),
-            azure_core::credentials::Secret::new("dGVzdGtleQ=="),
-        );
-        let client = CosmosClientBuilder::new()
-            .with_runtime(runtime)
-            .build(account, RoutingStrategy::ProximityTo(Region::EAST_US))
-            .await
-            .unwrap();
-        (CosmosCounts::from_client(client.clone(), ENDPOINT, "installs", "installs").await.unwrap(), client)
-    }
-
-    fn event(body: &str) -> InstallEvent {
-        InstallEvent::parse(body.as_bytes(), Some("2.0.0"), b"receipt key").unwrap()
-    }
-
-    #[tokio::test]
-    async fn counts_once_per_delivery_and_keeps_no_identifier() {
-        let (counts, client) = store().await;
-        let now = chrono::Utc::now();
-        let mut all = BTreeSet::new();
-        for body in payloads() {
-            all.extend(identifiers(&body));
-            assert_eq!(counts.record(&event(&body), now).await.unwrap(), Recorded::Counted, "{body}");
-            assert_eq!(counts.record(&event(&body), now).await.unwrap(), Recorded::Duplicate, "{body}");
-        }
-        // Several events for one count, delivered together (on the in-memory emulator they do not
-        // actually race: the stale-etag path is tested in notifications::cosmos's unit test).
-        let put = fixture("marketplace-put-succeeded.json");
-        let retimed: Vec<String> = (0..4).map(|i| put.replace("19:20:08.1707163Z", &format!("19:2{i}:00Z"))).collect();
-        let counts_ref = &counts;
-        let outcomes = futures::future::join_all(retimed.iter().map(|b| {
-            let e = event(b);
-            async move { counts_ref.record(&e, now).await }
-        }))
-        .await;
-        assert!(outcomes.iter().all(|o| matches!(o, Ok(Recorded::Counted))), "{outcomes:?}");
-
-        let rows = counts.counts().await.unwrap();
-        let put_succeeded = rows.iter().find(|r| r.key.plan == "skuName" && r.key.event == "PUT/Succeeded").unwrap();
-        assert_eq!(put_succeeded.count, 5, "one documented delivery and four re-timed ones");
-        assert_eq!(rows.len(), 9);
-        assert_eq!(rows.iter().find(|r| r.key.plan == "service-catalog").unwrap().key.version, "2.0.0");
-
-        let container = client.database_client("installs").container_client("installs", None).await.unwrap();
-        let docs: Vec<Value> = container
-            .query_items("SELECT * FROM c", FeedScope::full_container(), None)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        let receipts: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "receipt").collect();
-        assert_eq!(receipts.len(), 9 + 4);
-        assert!(receipts.iter().all(|d| d["ttl"] == 48 * 3600), "receipts expire after 48 hours");
-        let text = serde_json::to_string(&docs).unwrap().to_lowercase();
-        for id in &all {
-            assert!(!text.contains(id), "Cosmos DB holds {id}");
-        }
     }
 }
 

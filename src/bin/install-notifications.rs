@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use teams_presence::functions_host::{listen_port, shutdown_signal};
 use teams_presence::notifications::server::{self, Receiver};
 use teams_presence::notifications::{ReceiverConfig, ReceiverSettings, sig_digest_hex};
 use teams_presence::telemetry::{self, Console};
@@ -29,7 +30,8 @@ struct Cli {
 enum Command {
     /// Serve the Functions host on 127.0.0.1 (the default when no command is given).
     Serve {
-        /// Port; otherwise FUNCTIONS_CUSTOMHANDLER_PORT, then 8080. 0 picks a free port.
+        /// Port; otherwise FUNCTIONS_CUSTOMHANDLER_PORT, FUNCTIONS_HTTPWORKER_PORT, then 8080. 0 picks a
+        /// free port.
         #[arg(long)]
         port: Option<u16>,
     },
@@ -71,21 +73,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn listen_port(flag: Option<u16>) -> anyhow::Result<u16> {
-    if let Some(port) = flag {
-        return Ok(port);
-    }
-    for name in ["FUNCTIONS_CUSTOMHANDLER_PORT", "FUNCTIONS_HTTPWORKER_PORT"] {
-        if let Some(value) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
-            return value
-                .trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{name} is {value:?}: expected a TCP port number (0-65535)"));
-        }
-    }
-    Ok(8080)
-}
-
 async fn serve(port: Option<u16>, settings: &ReceiverSettings, telemetry: telemetry::Telemetry) -> anyhow::Result<()> {
     // A receiver that cannot check the sig or store a count must not answer 200: it stops, and
     // the host's restarts and Azure's retries keep the notifications until it is fixed.
@@ -101,18 +88,6 @@ async fn serve(port: Option<u16>, settings: &ReceiverSettings, telemetry: teleme
     axum::serve(listener, server::router(receiver)).with_graceful_shutdown(shutdown_signal()?).await?;
     tracing::info!("shut down");
     Ok(())
-}
-
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {},
-            _ = interrupt.recv() => {},
-        }
-    })
 }
 
 async fn counts(settings: &ReceiverSettings) -> anyhow::Result<()> {

@@ -278,4 +278,55 @@ mod tests {
         counts.record(&event("2026-01-03T11:00:00Z"), Utc::now()).await.unwrap();
         assert_eq!(counts.attempt(&other, None).await.unwrap(), None);
     }
+
+    /// The documented payloads (tests/fixtures/notifications): each counted once however often
+    /// delivered, receipts expiring after 48 hours, and no identifier of a payload in any document.
+    #[tokio::test]
+    async fn documented_payloads_count_once_and_leave_no_identifier() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/notifications");
+        let mut payloads = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                payloads.push(std::fs::read_to_string(path).unwrap());
+            }
+        }
+        assert_eq!(payloads.len(), 4);
+        let counts = counts().await;
+        let mut identifiers = Vec::new();
+        for body in &payloads {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            for field in ["applicationId", "applicationDefinitionId"] {
+                if let Some(id) = v[field].as_str() {
+                    let segments: Vec<&str> = id.trim_start_matches('/').split('/').collect();
+                    identifiers.extend([1, 3, 7].map(|i| segments[i].to_lowercase()));
+                }
+            }
+            if let Some(usage) = v["billingDetails"]["resourceUsageId"].as_str() {
+                identifiers.push(usage.to_lowercase());
+            }
+            let event = InstallEvent::parse(body.as_bytes(), Some("2.0.0"), b"k").unwrap();
+            assert_eq!(counts.record(&event, Utc::now()).await.unwrap(), Recorded::Counted);
+            assert_eq!(counts.record(&event, Utc::now()).await.unwrap(), Recorded::Duplicate);
+        }
+        let rows = counts.counts().await.unwrap();
+        assert_eq!(rows.len(), 4, "{rows:?}");
+        assert!(rows.iter().all(|r| r.count == 1));
+        let docs: Vec<serde_json::Value> = counts
+            .container
+            .query_items("SELECT * FROM c", FeedScope::full_container(), None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let receipts: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "receipt").collect();
+        assert_eq!(receipts.len(), 4);
+        assert!(receipts.iter().all(|d| d["ttl"] == 48 * 3600));
+        let text = serde_json::to_string(&docs).unwrap().to_lowercase();
+        assert!(identifiers.len() >= 8 && identifiers.contains(&"e81f3b5c-2d7a-4c90-9f14-6b3a8d2e5c71".to_string()));
+        for id in &identifiers {
+            assert!(!text.contains(id.as_str()), "Cosmos DB holds {id}");
+        }
+    }
 }
