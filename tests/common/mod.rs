@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod arm;
+pub mod arm_ttk;
 pub mod cosmos_emulator;
 pub mod environment;
 pub mod fake_az;
