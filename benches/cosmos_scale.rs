@@ -306,12 +306,7 @@ fn managed_identity(sim: &SimHandle) -> Arc<dyn azure_core::credentials::TokenCr
 
 /// The charge of one history record write on the emulator (what the store writes per change).
 async fn record_write_ru(emulator: &Emulator) -> f64 {
-    let client = emulator.sdk_client(Vec::new()).await;
-    let container = client
-        .database_client(emulator.settings.database.as_str())
-        .container_client(emulator.settings.container.as_str(), None)
-        .await
-        .expect("history container");
+    let container = emulator.history_container(&emulator.sdk_client(Vec::new()).await).await;
     let user = uuid::Uuid::new_v4().to_string();
     let id = uuid::Uuid::new_v4().to_string();
     let doc = json!({"id": id, "userId": user, "availability": "DoNotDisturb",

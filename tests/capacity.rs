@@ -242,12 +242,7 @@ fn the_model_matches_the_issue_figures() {
 #[tokio::test]
 async fn a_history_record_costs_and_weighs_what_the_model_assumes() {
     let emulator = Emulator::new();
-    let client = emulator.sdk_client(Vec::new()).await;
-    let container = client
-        .database_client(emulator.settings.database.as_str())
-        .container_client(emulator.settings.container.as_str(), None)
-        .await
-        .unwrap();
+    let container = emulator.history_container(&emulator.sdk_client(Vec::new()).await).await;
     let (user, id) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
     let doc = json!({"id": id, "userId": user, "availability": "DoNotDisturb",
                      "timestamp": "2026-12-01T00:00:02.000Z"});

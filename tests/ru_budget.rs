@@ -24,8 +24,7 @@ const MAX_REQUESTS_PER_WRITER: u64 = 5_000;
 const HISTORY: &str = teams_presence::config::DEFAULT_COSMOS_CONTAINER;
 
 async fn history(emulator: &Emulator, budget: &RuBudget) -> ContainerClient {
-    let client = emulator.sdk_client_on(budget.runtime_builder(), Vec::new()).await;
-    client.database_client(emulator.settings.database.as_str()).container_client(HISTORY, None).await.unwrap()
+    emulator.history_container(&emulator.sdk_client_on(budget.runtime_builder(), Vec::new()).await).await
 }
 
 /// A history record like the store writes.

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::fault_injection::FaultInjectionRule;
 use azure_data_cosmos::options::Region;
 use azure_data_cosmos::{
@@ -96,6 +97,15 @@ impl Emulator {
             azure_core::credentials::Secret::new(KEY),
         );
         builder.build(account, RoutingStrategy::ProximityTo(Region::EAST_US)).await.unwrap()
+    }
+
+    /// The history container, its requests through `client`.
+    pub async fn history_container(&self, client: &CosmosClient) -> ContainerClient {
+        client
+            .database_client(self.settings.database.as_str())
+            .container_client(self.settings.container.as_str(), None)
+            .await
+            .unwrap()
     }
 
     /// A store instance as a new (cold) process would open it.
