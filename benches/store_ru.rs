@@ -15,8 +15,8 @@ use std::time::Duration;
 use chrono::{TimeDelta, TimeZone, Utc};
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
-use teams_presence::cycle::RunContext;
 use teams_presence::model::{Availability, ChangeRecord, Slot, UserId};
+use teams_presence::run::RunContext;
 use teams_presence::store::cosmos::Tuning;
 use teams_presence::store::{HistoryStore, RecordPlan};
 

@@ -9,7 +9,7 @@ use crate::graph::client::GraphClient;
 use crate::graph::reuse::MembershipReuse;
 use crate::graph::{GraphError, Tenant};
 use crate::identity::{self, IdentityError};
-use crate::privacy::Rights;
+use crate::rights::Rights;
 use crate::store::{self, HistoryStore, StoreError};
 use crate::telemetry::instrumented::{InstrumentedStore, InstrumentedTenant};
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use url::Url;
 use uuid::Uuid;
 
-use crate::model::GroupId;
+use crate::model::{GroupId, parse_guid};
 use crate::privacy::{PseudonymKey, Retention, Subjects};
 
 pub const DEFAULT_GRAPH_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
@@ -440,15 +440,6 @@ pub fn parse_groups(value: Option<&str>) -> Result<Vec<GroupId>, Vec<SettingErro
         ));
     }
     Ok(groups)
-}
-
-/// A GUID in its usual hyphenated form, optionally in braces (as Windows tools print them).
-pub fn parse_guid(value: &str) -> Option<Uuid> {
-    let inner = value.strip_prefix('{').and_then(|v| v.strip_suffix('}')).unwrap_or(value);
-    if inner.len() != 36 {
-        return None;
-    }
-    Uuid::try_parse(inner).ok()
 }
 
 fn parse_https_url(setting: &'static str, value: &str) -> Result<Url, Vec<SettingError>> {

@@ -11,11 +11,11 @@ use tokio::net::TcpListener;
 
 use teams_presence::app;
 use teams_presence::config::{Config, DEFAULT_LOCAL_PORT, RawSettings, StoreConfig};
-use teams_presence::cycle::RunContext;
 use teams_presence::handler::{self, AppState};
 use teams_presence::identity;
-use teams_presence::model::{Slot, UserId};
-use teams_presence::privacy;
+use teams_presence::model::{self, Slot, UserId};
+use teams_presence::rights;
+use teams_presence::run::RunContext;
 use teams_presence::telemetry::{self, Console, Telemetry};
 
 #[derive(Parser)]
@@ -180,7 +180,7 @@ async fn poll_once(settings: &RawSettings) -> anyhow::Result<()> {
 }
 
 fn cli_user(user: &str) -> anyhow::Result<UserId> {
-    privacy::parse_user_id(user).map_err(|e| anyhow::anyhow!("--user {e}"))
+    model::parse_user_id(user).map_err(|e| anyhow::anyhow!("--user {e}"))
 }
 
 /// An invocation id for a command-line run or request (logs, the audit trail).
@@ -195,7 +195,7 @@ async fn export(settings: &RawSettings, user: &str, format: ExportFormat) -> any
     let mut out = std::io::stdout().lock();
     match format {
         ExportFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?,
-        ExportFormat::Csv => write!(out, "{}", privacy::records_csv(&records))?,
+        ExportFormat::Csv => write!(out, "{}", rights::records_csv(&records))?,
     }
     Ok(())
 }

@@ -93,3 +93,19 @@ pub struct ChangeRecord {
     /// UTC observation time of the run that saw this availability.
     pub timestamp: DateTime<Utc>,
 }
+
+/// A GUID in its usual hyphenated form, optionally in braces (as Windows tools print them).
+pub fn parse_guid(value: &str) -> Option<Uuid> {
+    let inner = value.strip_prefix('{').and_then(|v| v.strip_suffix('}')).unwrap_or(value);
+    if inner.len() != 36 {
+        return None;
+    }
+    Uuid::try_parse(inner).ok()
+}
+
+/// A user object id as an admin types it, or an error that names it and says what is expected.
+pub fn parse_user_id(value: &str) -> Result<UserId, String> {
+    parse_guid(value.trim()).ok_or_else(|| {
+        format!("{value:?} is not a user object id: expected a GUID such as 6f1c2a3b-0d4e-4f5a-8b6c-7d8e9f0a1b2c")
+    })
+}

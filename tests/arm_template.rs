@@ -11,8 +11,8 @@ use common::arm::{Evaluator, Val, key_of};
 use common::cosmos_emulator::Emulator;
 use serde_json::{Value, json};
 use teams_presence::config::{Config, RawSettings, StoreSettings};
+use teams_presence::spans::COSMOS_DB_SYSTEM;
 use teams_presence::telemetry::SERVICE_NAME;
-use teams_presence::telemetry::dependency::COSMOS_DB_SYSTEM;
 use teams_presence::telemetry::run_metrics::{FIGURE_PREFIX, FIGURES, FailedStage, RUNS};
 
 const GROUP_A: &str = "11111111-1111-4111-8111-111111111111";

@@ -14,11 +14,11 @@ use chrono::Utc;
 use common::graph_sim::FixedToken;
 use proptest::prelude::*;
 use teams_presence::config::{Config, RawSettings, parse_groups};
-use teams_presence::cycle::RunContext;
 use teams_presence::graph::Tenant;
 use teams_presence::graph::client::GraphClient;
 use teams_presence::handler::invocation::{TimerInvocation, parse_timestamp};
 use teams_presence::model::Slot;
+use teams_presence::run::RunContext;
 use teams_presence::simulator::user_id;
 
 const VALID: &str = r#"{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"2026-11-22T10:00:00Z","Next":"2026-11-22T10:05:00Z","LastUpdated":"2026-11-22T10:00:00Z"},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"function-timer","UtcNow":"2026-11-22T10:05:00.0123Z"}}}"#;

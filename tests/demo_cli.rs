@@ -31,7 +31,7 @@ async fn the_local_run_ends_with_a_summary_that_matches_the_store() {
     assert!(users > 0 && written >= users, "every user has at least a first sighting: {stdout}");
 
     let store = SqliteStore::open(&db, None).await.unwrap();
-    let run = teams_presence::cycle::RunContext::new(
+    let run = teams_presence::run::RunContext::new(
         "check",
         teams_presence::model::Slot::new(chrono::Utc::now()),
         std::time::Duration::from_secs(10),

@@ -9,8 +9,8 @@ use chrono::{DurationRound, TimeDelta, Utc};
 use teams_presence::config::{
     CosmosSettings, DEFAULT_COSMOS_CONTAINER, DEFAULT_COSMOS_DATABASE, DEFAULT_COSMOS_STATE_CONTAINER,
 };
-use teams_presence::cycle::RunContext;
 use teams_presence::model::{Availability, ChangeRecord, Slot, UserId};
+use teams_presence::run::RunContext;
 use teams_presence::store::cosmos::CosmosStore;
 use teams_presence::store::{HistoryStore, RecordPlan};
 

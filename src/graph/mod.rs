@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::cycle::RunContext;
 use crate::model::{GroupId, Observation, UserId};
+use crate::run::RunContext;
 
 pub mod client;
 mod members;
+pub mod phases;
 mod presence;
 pub mod rate_limit;
 mod request;

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::client::GraphClient;
+use super::phases;
 use super::request::Call;
 use super::{BatchFailure, GraphError, Membership, PresenceSnapshot};
-use crate::cycle::{RunContext, RunMetrics};
 use crate::model::{Availability, GroupId, Observation, UserId};
-use crate::telemetry::instrumented;
+use crate::run::{RunContext, RunMetrics};
 
 const OPERATION: &str = "getPresencesByUserId";
 
@@ -128,10 +128,10 @@ impl GraphClient {
         let size = self.presence_batch_size();
         // Two phase spans side by side (they overlap in time), as a run that reads them one after
         // the other would have them.
-        let (members_span, presence_span) = (instrumented::members_span(groups.len()), instrumented::presence_span());
+        let (members_span, presence_span) = (phases::members_span(groups.len()), phases::presence_span());
         let members = async {
             let result = self.transitive_user_members(groups, run, Some(sink)).await;
-            instrumented::record_members(&members_span, &result);
+            phases::record_members(&members_span, &result);
             result
         }
         .instrument(members_span.clone());
@@ -171,7 +171,7 @@ impl GraphClient {
         let (membership, total) = futures::join!(members, presence);
         let membership = membership?;
         let snapshot = total.map(|total| in_scope_snapshot(total, &membership));
-        instrumented::record_presence(&presence_span, &snapshot);
+        phases::record_presence(&presence_span, &snapshot);
         Ok((membership, snapshot?))
     }
 

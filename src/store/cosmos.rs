@@ -42,10 +42,10 @@ use super::{
     HistoryStore, Known, LastKnown, RecordOutcome, RecordPlan, StoreError, format_timestamp, parse_timestamp, record_id,
 };
 use crate::config::CosmosSettings;
-use crate::cycle::{RunContext, RunMetrics};
 use crate::model::{ChangeRecord, Slot, UserId};
 use crate::privacy::{AuditEntry, Erasure};
-use crate::telemetry::dependency;
+use crate::run::{RunContext, RunMetrics};
+use crate::spans;
 
 const HEAD_ID: &str = "head";
 /// The audit trail of data-subject requests: one small document, appended with `If-Match`
@@ -285,7 +285,7 @@ impl CosmosStore {
             On::History => &self.history_name,
             On::State => &self.state_name,
         };
-        let span = dependency::cosmos_call(operation, &self.database, container, &self.endpoint);
+        let span = spans::cosmos_call(operation, &self.database, container, &self.endpoint);
         let result = work.instrument(span.clone()).await;
         if !span.is_disabled() {
             let (status, found) = match &result {
@@ -296,7 +296,7 @@ impl CosmosStore {
             let status = status
                 .or_else(|| found.as_ref().and_then(|d| d.status().map(|s| u16::from(s.status_code()))))
                 .unwrap_or(200);
-            dependency::record_cosmos_status(&span, status, charge);
+            spans::record_cosmos_status(&span, status, charge);
         }
         result
     }

@@ -16,9 +16,9 @@ use azure_core::credentials::TokenCredential;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::config::StoreSettings;
-use crate::cycle::RunContext;
 use crate::model::{ChangeRecord, Slot, UserId};
 use crate::privacy::{AuditEntry, Erasure, Retention};
+use crate::run::RunContext;
 pub use state::{Known, LastKnown};
 
 #[derive(Debug, thiserror::Error)]

@@ -15,9 +15,9 @@ use tracing::debug;
 
 use super::state::Interner;
 use super::{HistoryStore, Known, LastKnown, RecordOutcome, RecordPlan, StoreError, format_timestamp, parse_timestamp};
-use crate::cycle::RunContext;
 use crate::model::{ChangeRecord, Slot, UserId};
 use crate::privacy::{AuditEntry, AuditOperation, Erasure, Retention};
+use crate::run::RunContext;
 
 /// History is keyed by (user, slot): a repeated slot finds its record, an export reads one key
 /// range, and a run that writes its changes in user order touches each B-tree page once. (Keyed

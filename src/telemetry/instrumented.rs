@@ -3,62 +3,24 @@
 //!
 //! They show how a run's time splits between reading members, reading presence and the store
 //! (App Insights `dependencies` of type `InProc`, children of the run), and they are the parents
-//! of the per-request spans the Graph client and store make with [`super::dependency`]. Counts go
-//! on the spans; ids never do.
+//! of the per-request spans the Graph client and store make with [`crate::spans`]. Counts go
+//! on the spans; ids never do. The Graph phase spans are built by [`crate::graph::phases`], which
+//! the Graph client also uses when it overlaps the two phases itself.
 
-use std::fmt::Display;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tracing::Instrument;
 use tracing::field::Empty;
-use tracing::{Instrument, Span};
 
-use super::dependency::DEPENDENCY_TARGET;
-use crate::cycle::RunContext;
+use crate::graph::phases::{members_span, presence_span, record_members, record_presence};
 use crate::graph::{GraphError, Membership, PresenceSnapshot, Tenant};
 use crate::model::{ChangeRecord, GroupId, UserId};
 use crate::privacy::{AuditEntry, Erasure};
+use crate::run::RunContext;
+use crate::spans::{DEPENDENCY_TARGET, record_outcome as outcome};
 use crate::store::state::LastKnown;
 use crate::store::{HistoryStore, RecordOutcome, RecordPlan, StoreError};
-
-fn outcome<T, E: Display>(span: &Span, result: &Result<T, E>) {
-    match result {
-        Ok(_) => span.record("otel.status_code", "OK"),
-        Err(e) => span.record("otel.status_description", e.to_string().as_str()),
-    };
-}
-
-/// The `graph.members` phase span; [`record_members`] fills in its counts.
-pub fn members_span(groups: usize) -> Span {
-    tracing::info_span!(target: DEPENDENCY_TARGET, "graph.members",
-        groups, users = Empty, unreadable_groups = Empty,
-        otel.status_code = Empty, otel.status_description = Empty)
-}
-
-pub fn record_members(span: &Span, result: &Result<Membership, GraphError>) {
-    if let Ok(membership) = result {
-        span.record("users", membership.users.len());
-        span.record("unreadable_groups", membership.unreadable_groups.len());
-    }
-    outcome(span, result);
-}
-
-/// The `graph.presence` phase span; `users` is recorded by [`record_presence`] when the ids
-/// arrive while membership is still being read.
-pub fn presence_span() -> Span {
-    tracing::info_span!(target: DEPENDENCY_TARGET, "graph.presence",
-        users = Empty, observed = Empty, unobserved = Empty,
-        otel.status_code = Empty, otel.status_description = Empty)
-}
-
-pub fn record_presence(span: &Span, result: &Result<PresenceSnapshot, GraphError>) {
-    if let Ok(snapshot) = result {
-        span.record("users", snapshot.observations.len() + snapshot.unobserved.len());
-        span.record("observed", snapshot.observations.len());
-        span.record("unobserved", snapshot.unobserved.len());
-    }
-    outcome(span, result);
-}
 
 /// A [`Tenant`] whose calls are timed as `graph.members` and `graph.presence` spans.
 pub struct InstrumentedTenant(pub Arc<dyn Tenant>);

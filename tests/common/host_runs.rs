@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::Value;
-use teams_presence::cycle::RunContext;
 use teams_presence::model::{Slot, UserId};
+use teams_presence::run::RunContext;
 use teams_presence::simulator::{SimConfig, SimHandle, Simulator, standard_groups};
 use teams_presence::store::HistoryStore;
 use teams_presence::store::sqlite::SqliteStore;

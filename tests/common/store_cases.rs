@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use rand::{RngExt, SeedableRng};
-use teams_presence::cycle::RunContext;
 use teams_presence::model::{Availability, ChangeRecord, Slot, UserId};
+use teams_presence::run::RunContext;
 use teams_presence::store::{HistoryStore, LastKnown, RecordPlan};
 
 #[async_trait]
