@@ -204,8 +204,10 @@ async fn erase(settings: &RawSettings, user: &str) -> anyhow::Result<()> {
     let user = cli_user(user)?;
     let rights = app::open_rights(&StoreConfig::parse(settings)?).await?;
     let erased = rights.erase(user, &cli_invocation_id()).await?;
+    // The admin's answer on stdout, about the id they typed: not a log line.
     println!(
-        "erased user {user}: {} history records and {} state entries removed (audit reference {})",
+        "erased user {}: {} history records and {} state entries removed (audit reference {})",
+        user.expose_object_id(),
         erased.history_records,
         erased.state_entries,
         rights.audit_reference(user)

@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::UserId;
+use crate::model::{SubjectId, UserId};
 
 /// The smallest pseudonym key accepted: HMAC-SHA256 keys shorter than its output weaken it.
 pub const MIN_PSEUDONYM_KEY_BYTES: usize = 32;
@@ -46,7 +46,8 @@ impl fmt::Debug for PseudonymKey {
     }
 }
 
-/// How a user is identified in storage: their Entra object id, or a keyed pseudonym of it.
+/// How a user is identified in storage: their Entra object id, or a keyed pseudonym of it. The
+/// one place a [`UserId`] becomes a [`SubjectId`].
 ///
 /// The pseudonym is HMAC-SHA256(key, object id) cut to 128 bits and shaped as a UUID (version 8),
 /// so both modes store the same type and the stores need not know which is in use. Without the
@@ -73,12 +74,12 @@ impl Subjects {
     }
 
     /// The id under which `user` is stored.
-    pub fn stored_id(&self, user: UserId) -> UserId {
+    pub fn stored_id(&self, user: UserId) -> SubjectId {
         match &self.key {
-            None => user,
+            None => SubjectId::new(user.expose_object_id()),
             Some(key) => {
                 let digest = keyed_digest(key, b"teams-presence/user/v1", user);
-                uuid::Builder::from_custom_bytes(truncate(&digest)).into_uuid()
+                SubjectId::new(uuid::Builder::from_custom_bytes(truncate(&digest)).into_uuid())
             }
         }
     }
@@ -91,7 +92,7 @@ impl Subjects {
             None => {
                 let mut hash = Sha256::new();
                 hash.update(b"teams-presence/audit/v1");
-                hash.update(user.as_bytes());
+                hash.update(user.expose_object_id().as_bytes());
                 hash.finalize().into()
             }
         };
@@ -103,7 +104,7 @@ fn keyed_digest(key: &PseudonymKey, context: &[u8], user: UserId) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail; the fallback keeps it panic-free.
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key.0) else { return [0; 32] };
     mac.update(context);
-    mac.update(user.as_bytes());
+    mac.update(user.expose_object_id().as_bytes());
     mac.finalize().into_bytes().into()
 }
 
@@ -191,22 +192,25 @@ mod tests {
         let a = Subjects::pseudonymous(key(1));
         let b = Subjects::pseudonymous(key(2));
         assert_eq!(a.stored_id(user), a.stored_id(user));
-        assert_ne!(a.stored_id(user), user);
+        assert_ne!(a.stored_id(user).as_uuid(), user.expose_object_id());
         assert_ne!(a.stored_id(user), b.stored_id(user), "another key, another pseudonym");
         assert_ne!(a.stored_id(user), a.stored_id(UserId::from_u128(0x1235)));
-        assert_eq!(a.stored_id(user).get_version_num(), 8, "shaped as a custom (v8) UUID");
-        assert_eq!(Subjects::plain().stored_id(user), user);
+        assert_eq!(a.stored_id(user).as_uuid().get_version_num(), 8, "shaped as a custom (v8) UUID");
+        assert_eq!(Subjects::plain().stored_id(user).as_uuid(), user.expose_object_id());
     }
 
     #[test]
     fn audit_references_never_contain_the_id() {
-        let user = uuid::uuid!("6f1c2a3b-0d4e-4f5a-8b6c-7d8e9f0a1b2c");
+        let user = UserId::from_uuid(uuid::uuid!("6f1c2a3b-0d4e-4f5a-8b6c-7d8e9f0a1b2c"));
         for subjects in [Subjects::plain(), Subjects::pseudonymous(key(3))] {
             let reference = subjects.audit_reference(user);
             assert_eq!(reference.len(), 32);
-            assert!(!reference.contains("6f1c2a3b") && !reference.contains(&user.simple().to_string()[..8]));
+            assert!(
+                !reference.contains("6f1c2a3b")
+                    && !reference.contains(&user.expose_object_id().simple().to_string()[..8])
+            );
             assert_eq!(reference, subjects.audit_reference(user));
-            assert_ne!(reference, subjects.stored_id(user).simple().to_string(), "not the stored id either");
+            assert_ne!(reference, subjects.stored_id(user).as_uuid().simple().to_string(), "not the stored id either");
         }
     }
 

@@ -6,43 +6,54 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tracing::info;
 
-use crate::model::{ChangeRecord, Slot, UserId};
+use crate::model::{Availability, UserId};
 use crate::privacy::{AuditEntry, AuditOperation, Erasure, Subjects};
-use crate::run::RunContext;
-use crate::store::{HistoryStore, StoreError};
+use crate::store::{RightsStore, StoreError, SubjectRequest};
 
-/// An erasure stops well inside the host's function timeout (4 min 30 s).
-const ADMIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(240);
+/// An erasure stops well inside the host's function timeout (4 min 30 s), and the CLI's as soon.
+const ERASURE_BUDGET: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// A record as the person it is about receives it: under their own object id, whatever the
+/// storage mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportedRecord {
+    pub user_id: UserId,
+    pub availability: Availability,
+    /// UTC observation time of the run that saw this availability.
+    pub timestamp: DateTime<Utc>,
+}
 
 /// A person's rights, exercised by an admin: export and erasure of one user's data.
 pub struct Rights {
-    store: Arc<dyn HistoryStore>,
+    store: Arc<dyn RightsStore>,
     subjects: Subjects,
 }
 
 impl Rights {
-    pub fn new(store: Arc<dyn HistoryStore>, subjects: Subjects) -> Self {
+    pub fn new(store: Arc<dyn RightsStore>, subjects: Subjects) -> Self {
         Self { store, subjects }
     }
 
     /// Every record of `user`, oldest first, under their own object id whatever the storage mode.
-    pub async fn export(&self, user: UserId, invocation_id: &str) -> Result<Vec<ChangeRecord>, StoreError> {
-        let mut records = self.store.export_user(self.subjects.stored_id(user)).await?;
-        for record in &mut records {
-            record.user_id = user;
-        }
+    pub async fn export(&self, user: UserId, invocation_id: &str) -> Result<Vec<ExportedRecord>, StoreError> {
+        let stored = self.store.export_subject(self.subjects.stored_id(user)).await?;
+        let records: Vec<ExportedRecord> = stored
+            .into_iter()
+            .map(|r| ExportedRecord { user_id: user, availability: r.availability, timestamp: r.timestamp })
+            .collect();
         self.audit(AuditOperation::Export, user, records.len(), 0, invocation_id).await?;
         Ok(records)
     }
 
     /// Deletes every record and every piece of state of `user`.
     pub async fn erase(&self, user: UserId, invocation_id: &str) -> Result<Erasure, StoreError> {
-        let now = Utc::now();
-        let run = RunContext::new(invocation_id, Slot::new(now), ADMIN_DEADLINE);
-        let erased = self.store.erase_user(&run, self.subjects.stored_id(user)).await?;
+        let request = SubjectRequest::new(ERASURE_BUDGET);
+        let erased = self.store.erase_subject(&request, self.subjects.stored_id(user)).await?;
         self.audit(AuditOperation::Erase, user, erased.history_records, erased.state_entries, invocation_id).await?;
         Ok(erased)
     }
@@ -86,7 +97,7 @@ impl Rights {
 }
 
 /// The CSV form of an export: a header line, then one line per record, oldest first.
-pub fn records_csv(records: &[ChangeRecord]) -> String {
+pub fn records_csv(records: &[ExportedRecord]) -> String {
     let mut out = String::from("userId,availability,timestamp\n");
     for r in records {
         let availability = r.availability.as_str();
@@ -98,7 +109,8 @@ pub fn records_csv(records: &[ChangeRecord]) -> String {
         };
         out.push_str(&format!(
             "{},{},{}\n",
-            r.user_id,
+            // The person's own id, in the export they asked for.
+            r.user_id.expose_object_id(),
             availability,
             r.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         ));
@@ -108,8 +120,6 @@ pub fn records_csv(records: &[ChangeRecord]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use chrono::DateTime;
-
     use super::*;
 
     #[test]
@@ -117,9 +127,10 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-03-31T12:00:00Z").unwrap().with_timezone(&Utc);
         let user = UserId::from_u128(1);
         let records = [
-            ChangeRecord { user_id: user, availability: "Busy".into(), timestamp: at },
-            ChangeRecord { user_id: user, availability: "odd, \"value\"".into(), timestamp: at },
+            ExportedRecord { user_id: user, availability: "Busy".into(), timestamp: at },
+            ExportedRecord { user_id: user, availability: "odd, \"value\"".into(), timestamp: at },
         ];
+        let user = user.expose_object_id();
         assert_eq!(
             records_csv(&records),
             format!(

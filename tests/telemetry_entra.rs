@@ -44,7 +44,7 @@ async fn run_once(telemetry: &Telemetry, invocation_id: &str) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("presence.db"), None).await.unwrap());
     let cycle = PollCycle::new(
-        vec![uuid::Uuid::from_u128(7)],
+        vec![teams_presence::model::GroupId::from_u128(7)],
         Arc::new(InstrumentedTenant(Arc::new(EmptyTenant))),
         Arc::new(InstrumentedStore(store)),
     );

@@ -72,6 +72,7 @@ impl Outcome {
             unobserved: ids.to_vec(),
             failures: vec![BatchFailure {
                 ids: ids.len(),
+                single_user: None,
                 reason: error.to_string(),
                 deadline: matches!(error, GraphError::Deadline { .. }),
             }],
@@ -205,10 +206,11 @@ impl GraphClient {
                     Ok(outcome)
                 }
                 Err(e) => {
-                    if ids.len() == 1 {
-                        tracing::debug!(user_id = %ids[0], error = %e, "Graph refused presence for this user");
+                    let mut outcome = Outcome::failed(ids, &e);
+                    if let ([user], [failure]) = (ids, outcome.failures.as_mut_slice()) {
+                        failure.single_user = Some(*user);
                     }
-                    Ok(Outcome::failed(ids, &e))
+                    Ok(outcome)
                 }
             }
         })
@@ -284,9 +286,9 @@ mod tests {
                 {{"id":"{}","availability":"Away"}},
                 {{"id":"not-a-guid","availability":"Away"}}
             ]}}"#,
-            id(1),
-            id(2),
-            id(99)
+            id(1).expose_object_id(),
+            id(2).expose_object_id(),
+            id(99).expose_object_id()
         );
         let interner = Interner::default();
         let outcome = read_response(&[id(1), id(2), id(3)], body.as_bytes(), &interner).unwrap();

@@ -205,7 +205,7 @@ mod tests {
     }
 
     fn ids(membership: &Membership) -> Vec<u128> {
-        membership.users.iter().map(|u| u.as_u128()).collect()
+        membership.users.iter().map(|u| u.expose_object_id().as_u128()).collect()
     }
 
     async fn poll(reuse: &MembershipReuse) -> Membership {
