@@ -10,7 +10,7 @@
 //!   value ([`UserId::expose_object_id`]) that the architecture test allows only where the id goes
 //!   to Graph or back to the person it names.
 //! - [`SubjectId`], how storage knows a user: the keyed pseudonym in pseudonym mode, the object id
-//!   otherwise. `crate::privacy::Subjects` is the only maker of one from a [`UserId`]; the stores
+//!   otherwise. `Subjects` (in `privacy`) is the only maker of one from a [`UserId`]; the stores
 //!   take and return nothing else, and it is what a log line may name (at debug level).
 //! - [`GroupId`], a configured group: not about a person, printed freely.
 
@@ -63,14 +63,14 @@ impl FromStr for UserId {
 }
 
 /// How storage knows a user: the keyed pseudonym of their object id in pseudonym mode, the object
-/// id itself otherwise. Made from a [`UserId`] only by `crate::privacy::Subjects::stored_id`;
+/// id itself otherwise. Made from a [`UserId`] only by `Subjects::stored_id` (in `privacy`);
 /// the stores read their own back with [`SubjectId::parse_stored`] and
 /// [`SubjectId::from_stored_bytes`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct SubjectId(Uuid);
 
 impl SubjectId {
-    /// Only `privacy::Subjects` makes one from an object id (or from a pseudonym of one).
+    /// Only `Subjects` (in `privacy`) makes one from an object id (or from a pseudonym of one).
     pub(crate) const fn new(id: Uuid) -> Self {
         Self(id)
     }
