@@ -14,7 +14,8 @@ use crate::model::{Availability, UserId};
 use crate::privacy::{AuditEntry, AuditOperation, Erasure, Subjects};
 use crate::store::{RightsStore, StoreError, SubjectRequest};
 
-/// An erasure stops well inside the host's function timeout (4 min 30 s), and the CLI's as soon.
+/// An erasure (Cosmos DB) stops well inside the host's function timeout of 4 min 30 s; the CLI has
+/// the same budget.
 const ERASURE_BUDGET: std::time::Duration = std::time::Duration::from_secs(240);
 
 /// A record as the person it is about receives it: under their own object id, whatever the
