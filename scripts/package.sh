@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# Builds the two deliverables into dist/:
-#   dist/function-package.zip  the Functions code package: handler (0755), host.json, function-*/
-#   dist/app.zip               the Managed Application package: mainTemplate.json,
-#                              createUiDefinition.json, viewDefinition.json at the zip root
+# Builds the deliverables into dist/:
+#   dist/app.zip               the one Managed Application package that is uploaded (Partner
+#                              Center plan, or the service-catalog definition's --package-uri):
+#                              mainTemplate.json, createUiDefinition.json, viewDefinition.json and
+#                              function-package.zip at the zip root. The template deploys the code
+#                              from function-package.zip beside itself (_artifactsLocation).
+#   dist/function-package.zip  the same Functions code package, alone: handler (0755), host.json,
+#                              function-*/ (for the documented fallback, FUNCTION_PACKAGE_URI)
 #   dist/grant-graph-permissions.sh
-#                              the post-install step, published beside function-package.zip:
-#                              the installed application's overview tells the admin to fetch it
-#                              from there
+#                              the post-install step, published with each release beside app.zip
+#   dist/install-notifications.zip
+#                              the publisher's own install-notification receiver (publisher/):
+#                              install-notifications (0755), host.json, its function folder
 #
-# The binary is built for glibc 2.17 with cargo-zigbuild (Zig from PyPI), so it runs on every
+# The binaries are built for glibc 2.17 with cargo-zigbuild (Zig from PyPI), so they run on every
 # Functions Linux image whatever glibc it ships; rustup cannot add another target here, and Zig
 # brings its own libc headers for any glibc version. Tools are installed only when missing.
 #
 # Environment:
-#   HANDLER_BINARY   package this already-built binary instead of building one (tests use it)
+#   HANDLER_BINARY, RECEIVER_BINARY
+#                    package these already-built binaries instead of building them (tests)
 #   DIST_DIR         output folder (default: dist)
 #   GLIBC_BASELINE   highest glibc symbol version allowed (default 2.17)
-#   PACKAGE_URI      https URL where function-package.zip will be published; written into the
-#                    form's "Code package URL" default so the installing admin need not type it
+#   FUNCTION_PACKAGE_URI
+#                    fallback only (docs/deployment.md, "Where the code comes from"): a public
+#                    https URL (no query string, so no SAS) where dist/function-package.zip will
+#                    be published; written as the default of the template's packageUriOverride
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,12 +50,13 @@ install_tools() {
   fi
 }
 
-build_handler() {
+build_binaries() {
   install_tools
-  say "building handler for ${TARGET}"
-  cargo zigbuild --release --locked --bin handler --target "${TARGET}" >&2 \
+  say "building handler and install-notifications for ${TARGET}"
+  cargo zigbuild --release --locked --bin handler --bin install-notifications --target "${TARGET}" >&2 \
     || die "cargo zigbuild failed for ${TARGET}"
   HANDLER_BINARY="target/x86_64-unknown-linux-gnu/release/handler"
+  RECEIVER_BINARY="target/x86_64-unknown-linux-gnu/release/install-notifications"
 }
 
 # The highest GLIBC_x.y symbol version the binary needs, or "none" for a static binary.
@@ -86,36 +95,39 @@ with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9
 PY
 }
 
-# The form to ship: the repository's, with the package URL as the field's default when given.
-ui_definition() {
+# The template to ship: the repository's, with the fallback package URL as the default of
+# packageUriOverride when FUNCTION_PACKAGE_URI is given.
+main_template() {
   local out="$1"
-  if [ -z "${PACKAGE_URI:-}" ]; then
-    cp arm/createUiDefinition.json "${out}"
+  if [ -z "${FUNCTION_PACKAGE_URI:-}" ]; then
+    cp arm/mainTemplate.json "${out}"
     return
   fi
-  python3 - "${PACKAGE_URI}" arm/createUiDefinition.json "${out}" <<'PY'
+  python3 - "${FUNCTION_PACKAGE_URI}" arm/mainTemplate.json "${out}" <<'PY'
 import json, sys
 uri, source, out = sys.argv[1:]
-ui = json.load(open(source))
-fields = [e for s in ui["parameters"]["steps"] for e in s["elements"] if e["name"] == "packageUri"]
-if len(fields) != 1:
-    sys.exit("package: error: createUiDefinition.json has no single packageUri field")
-fields[0]["defaultValue"] = uri
-json.dump(ui, open(out, "w"), indent=2)
+template = json.load(open(source))
+if "packageUriOverride" not in template["parameters"]:
+    sys.exit("package: error: mainTemplate.json has no packageUriOverride parameter")
+template["parameters"]["packageUriOverride"]["defaultValue"] = uri
+json.dump(template, open(out, "w"), indent=2)
 PY
 }
 
 main() {
-  if [ -n "${PACKAGE_URI:-}" ] && ! [[ "${PACKAGE_URI}" =~ ^https://[^[:space:]]+$ ]]; then
-    die "PACKAGE_URI ${PACKAGE_URI@Q} is not an https:// URL without spaces"
+  if [ -n "${FUNCTION_PACKAGE_URI:-}" ] && ! [[ "${FUNCTION_PACKAGE_URI}" =~ ^https://[^[:space:]?#]+$ ]]; then
+    die "FUNCTION_PACKAGE_URI ${FUNCTION_PACKAGE_URI@Q} is not an https:// URL without spaces or query string (a SAS would be readable in every customer's deployment)"
   fi
-  if [ -z "${HANDLER_BINARY:-}" ]; then
-    build_handler
+  if [ -z "${HANDLER_BINARY:-}" ] || [ -z "${RECEIVER_BINARY:-}" ]; then
+    build_binaries
   fi
-  [ -f "${HANDLER_BINARY}" ] || die "no handler binary at ${HANDLER_BINARY}"
-  local needed
+  local binary needed
+  for binary in "${HANDLER_BINARY}" "${RECEIVER_BINARY}"; do
+    [ -f "${binary}" ] || die "no binary at ${binary}"
+    needed="$(glibc_needed "${binary}")"
+    check_glibc "${needed}"
+  done
   needed="$(glibc_needed "${HANDLER_BINARY}")"
-  check_glibc "${needed}"
 
   local functions=()
   local dir
@@ -126,28 +138,41 @@ main() {
     functions+=("${dir}/function.json" "${dir}/function.json")
   done
   [ "${#functions[@]}" -gt 0 ] || die "no function-*/function.json folders found"
+  local receiver=()
+  for dir in publisher/function-*/; do
+    dir="${dir%/}"
+    [ -f "${dir}/function.json" ] || die "${dir}/ has no function.json"
+    receiver+=("${dir}/function.json" "${dir#publisher/}/function.json")
+  done
+  [ "${#receiver[@]}" -gt 0 ] || die "no publisher/function-*/function.json folders found"
   [ -f host.json ] || die "host.json is missing"
+  [ -f publisher/host.json ] || die "publisher/host.json is missing"
   for f in mainTemplate.json createUiDefinition.json viewDefinition.json; do
     [ -f "arm/${f}" ] || die "arm/${f} is missing"
   done
 
   mkdir -p "${DIST_DIR}"
-  rm -f "${DIST_DIR}/function-package.zip" "${DIST_DIR}/app.zip" "${DIST_DIR}/grant-graph-permissions.sh"
+  rm -f "${DIST_DIR}/function-package.zip" "${DIST_DIR}/app.zip" "${DIST_DIR}/grant-graph-permissions.sh" \
+    "${DIST_DIR}/install-notifications.zip"
   write_zip "${DIST_DIR}/function-package.zip" \
     "${HANDLER_BINARY}" "handler*" host.json host.json "${functions[@]}"
-  local ui
-  ui="$(mktemp)"
-  ui_definition "${ui}"
+  local template
+  template="$(mktemp)"
+  main_template "${template}"
   write_zip "${DIST_DIR}/app.zip" \
-    arm/mainTemplate.json mainTemplate.json \
-    "${ui}" createUiDefinition.json \
-    arm/viewDefinition.json viewDefinition.json
-  rm -f "${ui}"
+    "${template}" mainTemplate.json \
+    arm/createUiDefinition.json createUiDefinition.json \
+    arm/viewDefinition.json viewDefinition.json \
+    "${DIST_DIR}/function-package.zip" function-package.zip
+  rm -f "${template}"
+  write_zip "${DIST_DIR}/install-notifications.zip" \
+    "${RECEIVER_BINARY}" "install-notifications*" publisher/host.json host.json "${receiver[@]}"
   install -m 0755 scripts/grant-graph-permissions.sh "${DIST_DIR}/grant-graph-permissions.sh"
 
   say "handler: $(stat -c %s "${HANDLER_BINARY}") bytes, highest glibc symbol ${needed}"
   say "${DIST_DIR}/function-package.zip: $(stat -c %s "${DIST_DIR}/function-package.zip") bytes"
-  say "${DIST_DIR}/app.zip: $(stat -c %s "${DIST_DIR}/app.zip") bytes"
+  say "${DIST_DIR}/app.zip: $(stat -c %s "${DIST_DIR}/app.zip") bytes (holds function-package.zip)"
+  say "${DIST_DIR}/install-notifications.zip: $(stat -c %s "${DIST_DIR}/install-notifications.zip") bytes"
 }
 
 main "$@"

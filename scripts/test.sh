@@ -3,6 +3,8 @@
 # simulator and the Cosmos SDK's in-memory emulator, and the handler binary over HTTP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The OS tools some tests need (util-linux etc.); quiet when they are there.
+scripts/install-test-deps.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"
 else

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the dependency table of docs/data-handling.md from Cargo.lock.
+# Regenerates the dependency table of docs/data-handling.md from Cargo.lock
+# (examples/update_dependency_table.rs; tests/licenses.rs checks it and never writes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-UPDATE_DEPENDENCY_TABLE=1 cargo test --quiet --test licenses dependency_table_in_the_data_handling_document_is_current
+cargo run --quiet --example update_dependency_table

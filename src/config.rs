@@ -264,7 +264,11 @@ impl Config {
         let groups = collect(&mut errors, parse_groups(raw.entra_group_ids.as_deref()));
         let base_url = collect(
             &mut errors,
-            parse_https_url("GRAPH_BASE_URL", raw.graph_base_url.as_deref().unwrap_or(DEFAULT_GRAPH_BASE_URL)),
+            // Empty means unset, as for every other setting.
+            parse_https_url(
+                "GRAPH_BASE_URL",
+                raw.graph_base_url.as_deref().filter(|v| !v.trim().is_empty()).unwrap_or(DEFAULT_GRAPH_BASE_URL),
+            ),
         );
         let store = collect(&mut errors, parse_store(raw));
         let run_deadline = collect(

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 
 use teams_presence::app;
-use teams_presence::config::{Config, DEFAULT_LOCAL_PORT, RawSettings, StoreConfig};
+use teams_presence::config::{Config, RawSettings, StoreConfig};
+use teams_presence::functions_host::{listen_port, shutdown_signal};
 use teams_presence::handler::{self, AppState};
 use teams_presence::identity;
 use teams_presence::model::{self, Slot, UserId};
@@ -115,21 +116,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn listen_port(flag: Option<u16>) -> anyhow::Result<u16> {
-    if let Some(port) = flag {
-        return Ok(port);
-    }
-    for name in ["FUNCTIONS_CUSTOMHANDLER_PORT", "FUNCTIONS_HTTPWORKER_PORT"] {
-        if let Some(value) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
-            return value
-                .trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{name} is {value:?}: expected a TCP port number (0-65535)"));
-        }
-    }
-    Ok(DEFAULT_LOCAL_PORT)
-}
-
 async fn serve(port: Option<u16>, settings: &RawSettings, telemetry: Telemetry) -> anyhow::Result<()> {
     // Bind first: the host gives up on a handler that does not answer `GET /` within 30 s.
     let port = listen_port(port)?;
@@ -146,20 +132,6 @@ async fn serve(port: Option<u16>, settings: &RawSettings, telemetry: Telemetry) 
     handler::serve(listener, Arc::new(state), shutdown).await?;
     tracing::info!("shut down");
     Ok(())
-}
-
-/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not when it
-/// is first polled, so a signal that arrives right after "listening" is not lost.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {},
-            _ = interrupt.recv() => {},
-        }
-    })
 }
 
 fn check(settings: &RawSettings) -> anyhow::Result<()> {

@@ -66,7 +66,8 @@ impl FromStr for UserId {
 /// id itself otherwise. Made from a [`UserId`] only by `Subjects::stored_id` (in `privacy`);
 /// the stores read their own back with [`SubjectId::parse_stored`] and
 /// [`SubjectId::from_stored_bytes`].
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize)]
+#[serde(transparent)]
 pub struct SubjectId(Uuid);
 
 impl SubjectId {

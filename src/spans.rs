@@ -16,14 +16,14 @@
 //! `store::cosmos` (one span per SDK operation of a run, with its final status and request
 //! charge):
 //! ```ignore
-//! let span = dependency::graph_call("POST", url, attempt); // named POST /communications/getPresencesByUserId
+//! let span = spans::graph_call("POST", url, attempt); // named POST /communications/getPresencesByUserId
 //! let response = client.execute(request).instrument(span.clone()).await;
 //! match &response {
-//!     Ok(r) => dependency::record_http_status(&span, r.status().as_u16()),
-//!     Err(e) => dependency::record_failure(&span, e),
+//!     Ok(r) => spans::record_http_status(&span, r.status().as_u16()),
+//!     Err(e) => spans::record_failure(&span, e),
 //! }
-//! if failed { dependency::record_request_id(&span, request_id); }
-//! if throttled { dependency::record_retry_after(&span, wait); }
+//! if failed { spans::record_request_id(&span, request_id); }
+//! if throttled { spans::record_retry_after(&span, wait); }
 //! ```
 //! Names are low-cardinality templates (`GET /groups/{id}/transitiveMembers`), never a URL with
 //! ids in it; the query string (skip tokens, `$select`) is left out of `url.full`; no user id

@@ -13,6 +13,18 @@ fn read_json(path: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", full.display()))
 }
 
+/// Outputs the Managed Applications service consumes itself rather than passing to the template
+/// (ARM-TTK's Outputs-Must-Be-Present-In-Template-Parameters exempts exactly these).
+const MANAGED_APP_OUTPUTS: &[&str] =
+    &["applicationResourceName", "jitAccessPolicy", "managedIdentity", "managedResourceGroupId"];
+
+/// Template parameters the form does not ask for, each with the reason.
+const NOT_IN_THE_FORM: &[(&str, &str)] = &[
+    ("_artifactsLocation", "where app.zip was staged: deployment().properties.templateLink.uri"),
+    ("_artifactsLocationSasToken", "only for a deployment from a private container (az deployment group create)"),
+    ("packageUriOverride", "the documented fallback, set by the publisher at packaging time, never by a customer"),
+];
+
 /// The form element an output expression `[steps('step').element]` points at.
 fn element<'a>(ui: &'a Value, expression: &str) -> &'a Value {
     let inner = expression.strip_prefix("[steps('").and_then(|e| e.strip_suffix(']')).unwrap_or_else(|| {
@@ -41,14 +53,26 @@ fn the_form_outputs_exactly_the_template_parameters_each_from_an_explained_eleme
     assert_eq!(ui["version"], "0.1.2-preview");
 
     let outputs = ui["parameters"]["outputs"].as_object().unwrap();
-    let output_names: BTreeSet<&String> = outputs.keys().collect();
-    let parameter_names: BTreeSet<&String> = template["parameters"].as_object().unwrap().keys().collect();
-    assert_eq!(output_names, parameter_names);
+    let output_names: BTreeSet<&str> =
+        outputs.keys().map(String::as_str).filter(|n| !MANAGED_APP_OUTPUTS.contains(n)).collect();
+    let parameter_names: BTreeSet<&str> =
+        template["parameters"].as_object().unwrap().keys().map(String::as_str).collect();
+    let not_asked: BTreeSet<&str> = NOT_IN_THE_FORM.iter().map(|(n, _)| *n).collect();
+    assert_eq!(output_names, parameter_names.difference(&not_asked).copied().collect());
+    for (name, _) in NOT_IN_THE_FORM {
+        assert!(
+            template["parameters"][name].get("defaultValue").is_some(),
+            "{name} needs a default: the form never sets it"
+        );
+    }
 
     for (name, expression) in outputs {
         let expression = expression.as_str().unwrap();
         if name == "location" {
             assert_eq!(expression, "[location()]");
+            continue;
+        }
+        if name == "jitAccessPolicy" {
             continue;
         }
         let element = element(&ui, expression);
@@ -128,7 +152,7 @@ fn the_group_field_accepts_what_the_binary_accepts_and_nothing_else() {
 }
 
 #[test]
-fn the_email_and_package_fields_reject_obvious_mistakes() {
+fn the_email_field_rejects_obvious_mistakes_and_no_field_asks_for_code() {
     let ui = read_json("arm/createUiDefinition.json");
     let outputs = &ui["parameters"]["outputs"];
     let email = element(&ui, outputs["alertEmail"].as_str().unwrap())["constraints"]["regex"].as_str().unwrap();
@@ -136,11 +160,28 @@ fn the_email_and_package_fields_reject_obvious_mistakes() {
         regex_matches(email, &["ops@contoso.com", "ops@contoso", "ops contoso.com", "a@b.c d", "@contoso.com"]),
         [true, false, false, false, false]
     );
-    let package = element(&ui, outputs["packageUri"].as_str().unwrap())["constraints"]["regex"].as_str().unwrap();
-    assert_eq!(
-        regex_matches(package, &["https://x.example/function-package.zip", "http://x.example/p.zip", "", "https://"]),
-        [true, false, false, false]
-    );
+    // A package URL a buyer types could deploy any code into an app the publisher manages.
+    let text = ui.to_string().to_lowercase();
+    for word in ["packageuri", "package url", "function-package.zip"] {
+        assert!(!text.contains(word), "the form mentions {word}");
+    }
+}
+
+/// Just-in-time access is offered for anything beyond Reader (docs: request-just-in-time-access,
+/// "Add JIT access step to UI"), and the step says what turning it off would mean.
+#[test]
+fn the_form_offers_just_in_time_access_and_explains_the_publishers_reader_role() {
+    let ui = read_json("arm/createUiDefinition.json");
+    let output = ui["parameters"]["outputs"]["jitAccessPolicy"].as_str().unwrap();
+    assert_eq!(output, "[steps('jitConfiguration').jitConfigurationControl]");
+    let control = element(&ui, output);
+    assert_eq!(control["type"], "Microsoft.Solutions.JitConfigurator");
+    let step = ui["parameters"]["steps"].as_array().unwrap().iter().find(|s| s["name"] == "jitConfiguration").unwrap();
+    let info = step["elements"].as_array().unwrap().iter().find(|e| e["type"] == "Microsoft.Common.InfoBox").unwrap();
+    let text = info["options"]["text"].as_str().unwrap();
+    for needed in ["only the Reader role", "you approve", "manual approval", "permanently", "Entra ID P2"] {
+        assert!(text.contains(needed), "the JIT step does not say {needed:?}: {text}");
+    }
 }
 
 #[test]
@@ -149,10 +190,13 @@ fn the_overview_tells_the_admin_the_one_post_install_step() {
     let overview =
         view["views"].as_array().unwrap().iter().find(|v| v["kind"] == "Overview").expect("an Overview view");
     let text = overview["properties"]["description"].as_str().unwrap();
-    // The script is published beside the code package (scripts/package.sh puts it in dist/).
+    // The script is published with each release beside app.zip (scripts/package.sh puts both in dist/).
     for needed in [
         "grant-graph-permissions.sh --principal-id",
-        "beside the code package",
+        "beside its app.zip",
+        "only the Reader role",
+        "ENTRA_GROUP_IDS",
+        "one parent group",
         "Presence.Read.All",
         "GroupMember.Read.All",
         "principalId",

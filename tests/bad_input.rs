@@ -1,11 +1,17 @@
-//! Bad input never panics and always gets an error that names it: property tests (proptest)
-//! over the host's invocation payload, the configuration, and Graph's presence responses.
+//! Bad responses from Graph never panic and each has its exact outcome: property tests (proptest)
+//! over presence responses (what is observed, or a failed batch naming the call) and member pages
+//! (exactly the group's users, or the group reported unreadable). The host's payload is in
+//! `tests/bad_invocation.rs`, the settings in `tests/bad_settings.rs`.
 
+#[path = "common/arbitrary_json.rs"]
+mod arbitrary_json;
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arbitrary_json::json_value;
 use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -13,161 +19,12 @@ use axum::routing::post;
 use chrono::Utc;
 use common::graph_sim::FixedToken;
 use proptest::prelude::*;
-use teams_presence::config::{Config, RawSettings, parse_groups};
+use serde_json::Value;
 use teams_presence::graph::Tenant;
 use teams_presence::graph::client::GraphClient;
-use teams_presence::handler::invocation::{TimerInvocation, parse_timestamp};
 use teams_presence::model::{GroupId, Slot};
 use teams_presence::run::RunContext;
 use teams_presence::simulator::user_id;
-
-const VALID: &str = r#"{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"2026-11-22T10:00:00Z","Next":"2026-11-22T10:05:00Z","LastUpdated":"2026-11-22T10:00:00Z"},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"function-timer","UtcNow":"2026-11-22T10:05:00.0123Z"}}}"#;
-
-/// Arbitrary JSON values, nested a few levels, with keys the parser looks for among the random ones.
-fn json_value() -> impl Strategy<Value = serde_json::Value> {
-    let key = prop_oneof![
-        Just("Data".to_string()),
-        Just("timer".to_string()),
-        Just("ScheduleStatus".to_string()),
-        Just("Next".to_string()),
-        Just("Metadata".to_string()),
-        Just("sys".to_string()),
-        Just("UtcNow".to_string()),
-        "[a-zA-Z]{0,8}",
-    ];
-    let leaf = prop_oneof![
-        Just(serde_json::Value::Null),
-        any::<bool>().prop_map(serde_json::Value::from),
-        any::<i64>().prop_map(serde_json::Value::from),
-        any::<f64>().prop_map(|f| serde_json::json!(f)),
-        ".{0,30}".prop_map(serde_json::Value::from),
-        Just(serde_json::Value::from("2026-11-22T10:05:00Z")),
-        Just(serde_json::Value::from("0001-01-01T00:00:00")),
-    ];
-    leaf.prop_recursive(4, 48, 6, move |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
-            prop::collection::btree_map(key.clone(), inner, 0..5)
-                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
-
-    #[test]
-    fn any_bytes_as_an_invocation_parse_or_fail_clearly(body in prop::collection::vec(any::<u8>(), 0..300)) {
-        match TimerInvocation::parse(&body) {
-            Ok(invocation) => { let _ = invocation.slot(); let _ = invocation.describe(); }
-            Err(e) => prop_assert!(!e.to_string().is_empty()),
-        }
-    }
-
-    #[test]
-    fn any_json_as_an_invocation_parses_or_fails_clearly(value in json_value()) {
-        let body = serde_json::to_vec(&value).unwrap();
-        match TimerInvocation::parse(&body) {
-            Ok(invocation) => match invocation.slot() {
-                Ok(_) => {}
-                Err(e) => prop_assert!(!e.to_string().is_empty()),
-            },
-            Err(e) => prop_assert!(!e.to_string().is_empty()),
-        }
-    }
-
-    #[test]
-    fn a_valid_invocation_cut_anywhere_fails_without_panicking(cut in 0..VALID.len()) {
-        prop_assert!(TimerInvocation::parse(&VALID.as_bytes()[..cut]).is_err());
-    }
-
-    #[test]
-    fn a_bad_timestamp_is_named_in_the_error(text in "\\PC{0,40}") {
-        if let Err(e) = parse_timestamp("ScheduleStatus.Next", &text) {
-            let message = e.to_string();
-            prop_assert!(message.contains("ScheduleStatus.Next"), "{}", message);
-            prop_assert!(message.contains(&format!("{text:?}")), "{}", message);
-        }
-    }
-
-    #[test]
-    fn group_ids_parse_without_duplicates_or_name_each_bad_entry(
-        entries in prop::collection::vec(prop_oneof![
-            any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string()),
-            any::<u128>().prop_map(|n| format!("{{{}}}", uuid::Uuid::from_u128(n))),
-            "[0-9a-fA-F-]{0,40}",
-            // Entries never hold a separator themselves, so each error can be matched to one.
-            "[^,;\\s]{0,12}",
-        ], 0..6),
-        separators in prop::collection::vec(prop_oneof![Just(","), Just(";"), Just(" "), Just("\n"), Just(", ")], 6),
-    ) {
-        let mut text = String::new();
-        for (entry, sep) in entries.iter().zip(separators.iter().cycle()) {
-            text.push_str(entry);
-            text.push_str(sep);
-        }
-        match parse_groups(Some(&text)) {
-            Ok(groups) => {
-                prop_assert!(!groups.is_empty());
-                let mut distinct = groups.clone();
-                distinct.sort();
-                distinct.dedup();
-                prop_assert_eq!(distinct.len(), groups.len(), "duplicates dropped");
-            }
-            Err(errors) => {
-                for e in &errors {
-                    let message = e.to_string();
-                    prop_assert!(message.contains("ENTRA_GROUP_IDS"), "{}", message);
-                    let names_an_entry = entries.iter().any(|entry| message.contains(&format!("{entry:?}")));
-                    prop_assert!(names_an_entry || message.contains("no group ids"), "{}", message);
-                }
-                prop_assert!(!errors.is_empty());
-            }
-        }
-    }
-
-    #[test]
-    fn any_settings_parse_or_name_every_bad_one(
-        values in prop::collection::vec(prop::option::of(prop_oneof![
-            "\\PC{0,20}",
-            "[0-9]{0,6}",
-            Just("-1".to_string()),
-            Just("0".to_string()),
-            Just("https://graph.microsoft.com/v1.0".to_string()),
-            Just("6f1c2a3b-0d4e-4f5a-8b6c-7d8e9f0a1b2c".to_string()),
-        ]), 13),
-        // Secrets drawn apart, so that finding one in a message means it was echoed.
-        cosmos_key in prop::option::of("s3cr3t-[A-Za-z0-9+/=]{2,40}"),
-        pseudonym_key in prop::option::of("s3cr3t-[A-Za-z0-9+/=]{2,60}"),
-    ) {
-        let v = |i: usize| values[i].clone();
-        let raw = RawSettings {
-            entra_group_ids: v(0),
-            graph_base_url: v(1),
-            cosmos_endpoint: v(2),
-            cosmos_database: v(3),
-            cosmos_container: v(4),
-            cosmos_state_container: v(5),
-            cosmos_key: cosmos_key.clone(),
-            presence_db: v(6),
-            poll_schedule: v(7),
-            run_deadline_seconds: v(8),
-            presence_concurrency: v(9),
-            presence_calls_per_30s: v(10),
-            retention_days: v(11),
-            membership_inline_limit_seconds: v(12),
-            user_id_pseudonym_key: pseudonym_key.clone(),
-        };
-        if let Err(e) = Config::parse(&raw) {
-            let message = e.to_string();
-            prop_assert!(!message.is_empty());
-            // The pseudonym key and the Cosmos key are secrets: never echoed.
-            for secret in [&raw.user_id_pseudonym_key, &raw.cosmos_key].into_iter().flatten() {
-                prop_assert!(!message.contains(secret.as_str()), "{}", message);
-            }
-        }
-    }
-}
 
 /// A Graph endpoint that answers every presence call with the body under test.
 async fn presence_server(body: Arc<Vec<u8>>) -> String {
@@ -181,25 +38,79 @@ async fn presence_server(body: Arc<Vec<u8>>) -> String {
     base
 }
 
-/// Presence bodies: random JSON, and near-misses of the real shape.
-fn presence_body() -> impl Strategy<Value = Vec<u8>> {
-    let id = prop_oneof![
-        (0u32..3).prop_map(|u| serde_json::Value::from(user_id(u).expose_object_id().to_string())),
-        json_value(),
+/// What production must make of a presence response for the three users asked about.
+#[derive(Clone, Debug)]
+enum Expect {
+    /// Exactly these users observed with these availabilities; the others unobserved.
+    Observed(BTreeMap<u32, String>),
+    /// The whole response refused: a failed batch naming the call, everyone unobserved.
+    Refused,
+    /// Arbitrary JSON with a `value` key: only the invariants.
+    Unknown,
+}
+
+/// Presence bodies with their expected outcome: the real shape with every kind of entry
+/// (`id` and `availability` are all that is read; ids not asked about are ignored; an entry of
+/// the wrong JSON types makes the response unreadable), random JSON, and random bytes.
+fn presence_case() -> impl Strategy<Value = (Vec<u8>, Expect)> {
+    let known = prop_oneof![
+        3 => ("\\PC{0,12}", any::<bool>()).prop_map(|(a, upper)| (Some(Value::from(a)), upper)),
+        1 => Just((Some(Value::Null), false)),
+        1 => Just((None, false)),
     ];
-    let entry = (id, json_value(), any::<bool>()).prop_map(|(id, availability, extra)| {
-        let mut o = serde_json::json!({"id": id, "availability": availability});
-        if extra {
-            o["activity"] = serde_json::json!("InACall");
-            o["statusMessage"] = serde_json::json!({"message": {"content": "x"}});
-        }
-        o
-    });
+    let foreign = prop_oneof![any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string()), "[g-z]{1,8}",]
+        .prop_map(|id| serde_json::json!({"id": id, "availability": "Available"}));
+    let ill_typed = prop_oneof![
+        Just(serde_json::json!({"id": 7, "availability": "Away"})),
+        Just(serde_json::json!({"id": user_id(0).expose_object_id().to_string(), "availability": 3})),
+        Just(serde_json::json!({"id": user_id(1).expose_object_id().to_string(), "availability": {"value": "Away"}})),
+        Just(serde_json::json!({"availability": "Away"})),
+        Just(serde_json::json!("not an entry")),
+        Just(Value::Null),
+    ];
+    let shaped = (
+        prop::collection::vec(prop::option::of(known), 3),
+        prop::collection::vec(foreign, 0..3),
+        prop::option::of(ill_typed),
+        any::<bool>(),
+    )
+        .prop_flat_map(|(known, foreign, ill_typed, extra)| {
+            let mut observed = BTreeMap::new();
+            let mut entries = foreign;
+            for (u, entry) in known.iter().enumerate() {
+                let Some((availability, upper)) = entry else { continue };
+                let id = if *upper {
+                    user_id(u as u32).expose_object_id().to_string().to_uppercase()
+                } else {
+                    user_id(u as u32).expose_object_id().to_string()
+                };
+                let mut item = serde_json::json!({"id": id});
+                if let Some(availability) = availability {
+                    item["availability"] = availability.clone();
+                    if let Some(text) = availability.as_str() {
+                        observed.insert(u as u32, text.to_string());
+                    }
+                }
+                if extra {
+                    item["activity"] = serde_json::json!("InACall");
+                    item["statusMessage"] = serde_json::json!({"message": {"content": "x"}});
+                }
+                entries.push(item);
+            }
+            let expect = if ill_typed.is_some() { Expect::Refused } else { Expect::Observed(observed) };
+            entries.extend(ill_typed);
+            (Just(entries).prop_shuffle(), Just(expect))
+        })
+        .prop_map(|(entries, expect)| (serde_json::to_vec(&serde_json::json!({"value": entries})).unwrap(), expect));
+    let unshaped = |body: Vec<u8>| {
+        let has_value = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.get("value").is_some());
+        let expect = if has_value { Expect::Unknown } else { Expect::Refused };
+        (body, expect)
+    };
     prop_oneof![
-        json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
-        prop::collection::vec(entry, 0..5)
-            .prop_map(|value| serde_json::to_vec(&serde_json::json!({"value": value})).unwrap()),
-        prop::collection::vec(any::<u8>(), 0..64),
+        3 => shaped,
+        1 => json_value().prop_map(move |v| unshaped(serde_json::to_vec(&v).unwrap())),
+        1 => prop::collection::vec(any::<u8>(), 0..64).prop_map(unshaped),
     ]
 }
 
@@ -207,7 +118,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_presence_response_gives_observations_or_a_clear_failed_batch(body in presence_body()) {
+    fn any_presence_response_gives_observations_or_a_clear_failed_batch((body, expect) in presence_case()) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let base = presence_server(Arc::new(body)).await;
@@ -226,8 +137,32 @@ proptest! {
             for o in &snapshot.observations {
                 prop_assert!(users.contains(&o.user_id));
             }
-            for failure in &snapshot.failed_batches {
-                prop_assert!(failure.reason.contains("getPresencesByUserId"), "{}", failure.reason);
+            let observed: BTreeMap<u32, String> = snapshot
+                .observations
+                .iter()
+                .map(|o| (users.iter().position(|u| *u == o.user_id).unwrap() as u32, o.availability.as_str().to_string()))
+                .collect();
+            match expect {
+                Expect::Observed(expected) => {
+                    prop_assert!(snapshot.failed_batches.is_empty(), "{:?}", snapshot.failed_batches);
+                    prop_assert_eq!(observed, expected);
+                }
+                Expect::Refused => {
+                    prop_assert!(snapshot.observations.is_empty(), "{:?}", snapshot.observations);
+                    prop_assert_eq!(snapshot.failed_batches.len(), 1);
+                    let failure = &snapshot.failed_batches[0];
+                    prop_assert_eq!(failure.ids, 3);
+                    prop_assert!(!failure.deadline);
+                    prop_assert!(
+                        failure.reason.starts_with("Graph call getPresencesByUserId returned a body that is not the expected JSON"),
+                        "{}", failure.reason
+                    );
+                }
+                Expect::Unknown => {
+                    for failure in &snapshot.failed_batches {
+                        prop_assert!(failure.reason.contains("getPresencesByUserId"), "{}", failure.reason);
+                    }
+                }
             }
             Ok(())
         })?;
@@ -365,7 +300,8 @@ fn expected(pages: &[PageSpec]) -> Expected {
                     Link::OtherOrigin(_) | Link::Malformed(_) => return Expected::Unreadable,
                 }
             }
-            PageSpec::AnyJson(_) => return Expected::Unknown,
+            // A page is an object with a `value` array: without the key, unreadable.
+            PageSpec::AnyJson(value) if value.get("value").is_some() => return Expected::Unknown,
             _ => return Expected::Unreadable,
         }
     }

@@ -1,6 +1,7 @@
-//! Live tests against a real tenant and a real Cosmos DB account. Each is skipped (it passes and
-//! prints why) unless its variables are set; README "Live tests" lists them. Nothing here runs in
-//! CI, which has no cloud access.
+//! Live tests against a real tenant and a real Cosmos DB account. Each is `#[ignore]`d, so a
+//! normal run (and CI, which has no cloud access) reports it as skipped, never as passed; run
+//! them with `--run-ignored only` (nextest) or `-- --ignored` (cargo test) and their variables
+//! set (README "Live tests"). Run without its variables, a live test fails, naming them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,18 +20,18 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
-fn skip(why: &str) {
-    eprintln!("skipped: {why}");
+/// A live test's required variable; run without it, the test fails saying what to set.
+fn required(name: &str, what: &str) -> String {
+    var(name).unwrap_or_else(|| panic!("{name} is not set: set it {what} (README \"Live tests\")"))
 }
 
 /// One real poll: the configured groups of a real tenant through Microsoft Graph, with the
 /// credential this environment gives (`AZURE_TENANT_ID`/`AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`, or
 /// an `az login`), into an embedded store in a temporary folder.
 #[tokio::test]
+#[ignore = "live: needs a real tenant (LIVE_ENTRA_GROUP_IDS and a credential)"]
 async fn live_graph_one_poll_of_the_configured_groups() {
-    let Some(groups) = var("LIVE_ENTRA_GROUP_IDS") else {
-        return skip("set LIVE_ENTRA_GROUP_IDS (and a credential) to poll a real tenant");
-    };
+    let groups = required("LIVE_ENTRA_GROUP_IDS", "(and a credential) to poll a real tenant");
     let dir = tempfile::tempdir().unwrap();
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_handler"));
     command
@@ -59,10 +60,10 @@ async fn live_graph_one_poll_of_the_configured_groups() {
 /// The production Cosmos store against a real account: record, repeat, export, erase. Use a
 /// dedicated account or database: the test writes run state (it removes its own users after).
 #[tokio::test]
+#[ignore = "live: needs a real Cosmos DB account (LIVE_COSMOS_ENDPOINT and a credential)"]
 async fn live_cosmos_records_exports_and_erases() {
-    let Some(endpoint) = var("LIVE_COSMOS_ENDPOINT") else {
-        return skip("set LIVE_COSMOS_ENDPOINT (and a credential with Cosmos DB data access) to test a real account");
-    };
+    let endpoint =
+        required("LIVE_COSMOS_ENDPOINT", "(and a credential with Cosmos DB data access) to test a real account");
     let settings = CosmosSettings {
         endpoint: endpoint.parse().expect("LIVE_COSMOS_ENDPOINT is a URL"),
         database: var("LIVE_COSMOS_DATABASE").unwrap_or_else(|| DEFAULT_COSMOS_DATABASE.into()),

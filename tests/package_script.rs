@@ -1,5 +1,8 @@
-//! scripts/package.sh, given an already-built binary (HANDLER_BINARY) so the test does not run a
-//! release build: the zips' layout and modes, the glibc baseline check, the package URL default.
+//! scripts/package.sh, given already-built binaries (HANDLER_BINARY, RECEIVER_BINARY) so the test
+//! does not run a release build: the zips' layout and modes, the code package inside app.zip where
+//! the template looks for it, the glibc baseline check, the documented fallback URL.
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -20,7 +23,12 @@ fn package(dist: &Path, env: &[(&str, &str)]) -> Output {
 
 fn package_binary(binary: &str, dist: &Path, env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(repo().join("scripts/package.sh"));
-    command.env("HANDLER_BINARY", binary).env("DIST_DIR", dist).env_remove("PACKAGE_URI").env_remove("GLIBC_BASELINE");
+    command
+        .env("HANDLER_BINARY", binary)
+        .env("RECEIVER_BINARY", binary)
+        .env("DIST_DIR", dist)
+        .env_remove("FUNCTION_PACKAGE_URI")
+        .env_remove("GLIBC_BASELINE");
     for (k, v) in env {
         command.env(k, v);
     }
@@ -97,10 +105,29 @@ fn the_packages_hold_exactly_the_deployable_files_with_the_handler_executable() 
 
     let app = entries(&dist.path().join("app.zip"));
     let names: Vec<&str> = app.iter().map(|(n, _, _)| n.as_str()).collect();
-    assert_eq!(names, ["mainTemplate.json", "createUiDefinition.json", "viewDefinition.json"], "all at the root");
+    assert_eq!(
+        names,
+        ["mainTemplate.json", "createUiDefinition.json", "viewDefinition.json", "function-package.zip"],
+        "all at the root"
+    );
     for (name, _, content) in &app {
-        assert_eq!(content, &sha256(&repo().join("arm").join(name)), "{name}");
+        let source =
+            if name == "function-package.zip" { dist.path().join(name) } else { repo().join("arm").join(name) };
+        assert_eq!(content, &sha256(&source), "{name}");
     }
+
+    // The receiver's package: its binary, its own host.json and function folder.
+    let receiver = entries(&dist.path().join("install-notifications.zip"));
+    let names: Vec<(&str, u32)> = receiver.iter().map(|(n, m, _)| (n.as_str(), *m)).collect();
+    assert_eq!(
+        names,
+        [
+            ("install-notifications", 0o100755),
+            ("host.json", 0o100644),
+            ("function-notifications/function.json", 0o100644)
+        ]
+    );
+    assert_eq!(receiver[1].2, sha256(&repo().join("publisher/host.json")));
 
     // The post-install script is published beside the code package, where the overview points.
     let script = dist.path().join("grant-graph-permissions.sh");
@@ -115,7 +142,7 @@ fn the_same_inputs_give_the_same_bytes() {
     for dist in [&a, &b] {
         assert!(package(dist.path(), &[("GLIBC_BASELINE", "99.0")]).status.success());
     }
-    for zip in ["function-package.zip", "app.zip"] {
+    for zip in ["function-package.zip", "app.zip", "install-notifications.zip"] {
         assert_eq!(std::fs::read(a.path().join(zip)).unwrap(), std::fs::read(b.path().join(zip)).unwrap(), "{zip}");
     }
 }
@@ -132,24 +159,49 @@ fn a_binary_needing_a_newer_glibc_than_the_baseline_is_refused() {
     assert!(!dist.path().join("function-package.zip").exists(), "nothing is written on refusal");
 }
 
+/// ARM deploys the template from where app.zip was staged, so the template's package URL,
+/// evaluated from that `templateLink`, must name a file of app.zip: the code package, with the
+/// handler and host.json in it.
 #[test]
-fn the_package_url_becomes_the_forms_default() {
+fn the_templates_package_url_from_its_template_link_names_the_code_package_inside_app_zip() {
     let dist = tempfile::tempdir().unwrap();
-    let uri = "https://releases.contoso.example/v1/function-package.zip";
-    let out = package(dist.path(), &[("GLIBC_BASELINE", "99.0"), ("PACKAGE_URI", uri)]);
+    let out = package(dist.path(), &[("GLIBC_BASELINE", "99.0")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let ui: Value =
-        serde_json::from_slice(&read_entry(&dist.path().join("app.zip"), "createUiDefinition.json")).unwrap();
-    let field = ui["parameters"]["steps"]
+    let app = dist.path().join("app.zip");
+    let template: Value = serde_json::from_slice(&read_entry(&app, "mainTemplate.json")).unwrap();
+    let staged = "https://stage.contoso.example/applicationDefinitions/0001/mainTemplate.json";
+    let eval = common::arm::Evaluator::new(&template, common::arm::sample_parameters()).with_template_link(staged);
+    let onedeploy = template["resources"]
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|s| s["elements"].as_array().unwrap())
-        .find(|e| e["name"] == "packageUri")
+        .find(|r| r["type"] == "Microsoft.Web/sites/extensions")
         .unwrap();
-    assert_eq!(field["defaultValue"], uri);
+    let url = eval.eval_value(&onedeploy["properties"]["packageUri"], "packageUri").render();
+    assert_eq!(eval.errors(), Vec::<String>::new());
+    let relative = url
+        .strip_prefix("https://stage.contoso.example/applicationDefinitions/0001/")
+        .unwrap_or_else(|| panic!("{url}"));
+    let inner = read_entry(&app, relative);
+    let unpacked = dist.path().join("from-app.zip");
+    std::fs::write(&unpacked, inner).unwrap();
+    let names: Vec<String> = entries(&unpacked).into_iter().map(|(n, _, _)| n).collect();
+    assert!(names.contains(&"handler".to_string()) && names.contains(&"host.json".to_string()), "{names:?}");
+}
 
-    let out = package(dist.path(), &[("GLIBC_BASELINE", "99.0"), ("PACKAGE_URI", "http://insecure.example/p.zip")]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an https:// URL"));
+#[test]
+fn the_fallback_package_url_becomes_the_templates_default_and_a_sas_is_refused() {
+    let dist = tempfile::tempdir().unwrap();
+    let uri = "https://releases.contoso.example/v1/function-package.zip";
+    let out = package(dist.path(), &[("GLIBC_BASELINE", "99.0"), ("FUNCTION_PACKAGE_URI", uri)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let template: Value =
+        serde_json::from_slice(&read_entry(&dist.path().join("app.zip"), "mainTemplate.json")).unwrap();
+    assert_eq!(template["parameters"]["packageUriOverride"]["defaultValue"], uri);
+
+    for bad in ["http://insecure.example/p.zip", "https://x.blob.core.windows.net/p.zip?sv=2024&sig=abc"] {
+        let out = package(dist.path(), &[("GLIBC_BASELINE", "99.0"), ("FUNCTION_PACKAGE_URI", bad)]);
+        assert!(!out.status.success(), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not an https:// URL without spaces or query string"));
+    }
 }

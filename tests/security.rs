@@ -370,7 +370,8 @@ async fn the_cosmos_key_never_appears_when_cosmos_fails() {
 fn the_cosmos_store_logs_no_key_under_store_faults() {
     use azure_core::http::StatusCode;
     use azure_data_cosmos::fault_injection::{
-        CustomResponseBuilder, FaultInjectionErrorType, FaultInjectionResultBuilder, FaultInjectionRuleBuilder,
+        CustomResponseBuilder, FaultInjectionConditionBuilder, FaultInjectionErrorType, FaultInjectionResultBuilder,
+        FaultInjectionRuleBuilder, FaultOperationType,
     };
     let (captured, _guard) = common::log_capture::capture(tracing::Level::DEBUG);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -390,7 +391,14 @@ fn the_cosmos_store_logs_no_key_under_store_faults() {
             .with_error(FaultInjectionErrorType::ResponseTimeout)
             .with_probability(0.2)
             .build();
+        // Every write fails for a while, more often than the store retries: some errors must
+        // reach the caller, or the check of the errors below would prove nothing.
+        let outage = FaultInjectionResultBuilder::new().with_error(FaultInjectionErrorType::ServiceUnavailable).build();
+        let writes = FaultInjectionConditionBuilder::new().with_operation_type(FaultOperationType::CreateItem).build();
         let rules = vec![
+            Arc::new(
+                FaultInjectionRuleBuilder::new("outage", outage).with_condition(writes).with_hit_limit(40).build(),
+            ),
             Arc::new(FaultInjectionRuleBuilder::new("429", throttled).build()),
             Arc::new(FaultInjectionRuleBuilder::new("503", unavailable).build()),
             Arc::new(FaultInjectionRuleBuilder::new("timeout", timeout).build()),
@@ -417,6 +425,7 @@ fn the_cosmos_store_logs_no_key_under_store_faults() {
     assert!(text.lines().count() > 10, "little was logged: {text}");
     let key = common::cosmos_emulator::KEY;
     assert!(!text.contains(key), "the Cosmos key is in a log line");
+    assert!(!errors.is_empty(), "no store error reached the caller: the check of the errors proves nothing");
     assert!(errors.iter().all(|e| !e.contains(key)), "the Cosmos key is in an error");
 }
 

@@ -13,8 +13,9 @@
 //!   (as root, the handler runs as `nobody` through `setpriv`, since permissions do not stop root).
 //! - Read-only, where a tmpfs can be mounted: the volume remounted read-only.
 //!
-//! A case whose tool is missing (no `prlimit`, `setpriv` or permission to mount) prints why it is
-//! skipped; the full-disk and read-only cases each have a variant that needs no mount.
+//! A case whose tool is missing (no `prlimit`, `setpriv`, or no permission to mount: not root)
+//! fails under CI (`CI=true`), where `scripts/test.sh` installs util-linux and runs as root; on a
+//! developer's machine it prints a loud SKIPPED and why (`common::environment::cannot_run`).
 
 mod common;
 
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::{DateTime, Utc};
+use common::environment::{available, cannot_run, is_root};
 use common::host_runs::{HostBench, Outcome};
 use serde_json::Value;
 use teams_presence::model::UserId;
@@ -35,10 +37,6 @@ fn config() -> SimConfig {
     SimConfig::standard(300).change_rate(0.3)
 }
 
-fn available(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
     let output = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
     if output.status.success() {
@@ -46,10 +44,6 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     } else {
         Err(format!("{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr).trim()))
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// `slot` answered with a run summary.
@@ -119,8 +113,10 @@ fn wal(db: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_size_limit_fails_runs_clearly_and_the_next_run_records_what_they_missed() {
     if !available("prlimit") {
-        eprintln!("SKIPPED: prlimit (util-linux) is not installed, so no file-size limit can be set on the handler");
-        return;
+        return cannot_run(
+            "file-size limit",
+            "prlimit (util-linux) is not installed, so no file-size limit can be set on the handler",
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let mut bench = HostBench::new(config(), dir.path().join("presence.db")).await;
@@ -203,8 +199,7 @@ async fn a_full_tmpfs_fails_runs_clearly_and_the_next_run_after_space_returns_re
     let mount = match Tmpfs::mount(&dir.path().join("small"), "2m") {
         Ok(mount) => mount,
         Err(e) => {
-            eprintln!("SKIPPED: cannot mount a tmpfs here ({e}); the file-size-limit case covers a full disk");
-            return;
+            return cannot_run("full tmpfs", &format!("cannot mount a tmpfs here ({e}; mounting needs root)"));
         }
     };
     let mut bench = HostBench::new(config(), mount.0.join("presence.db")).await;
@@ -238,8 +233,7 @@ async fn a_read_only_volume_fails_runs_clearly_and_nothing_is_lost() {
     let mount = match Tmpfs::mount(&dir.path().join("volume"), "8m") {
         Ok(mount) => mount,
         Err(e) => {
-            eprintln!("SKIPPED: cannot mount a tmpfs here ({e}); the permissions case covers a read-only store");
-            return;
+            return cannot_run("read-only volume", &format!("cannot mount a tmpfs here ({e}; mounting needs root)"));
         }
     };
     let mut bench = HostBench::new(config(), mount.0.join("presence.db")).await;
@@ -284,8 +278,10 @@ fn set_access(dir: &Path, owner: Option<&str>, dir_mode: u32, file_mode: u32) {
 async fn a_store_the_handler_may_not_write_fails_runs_clearly_and_nothing_is_lost() {
     let root = is_root();
     if root && !available("setpriv") {
-        eprintln!("SKIPPED: running as root without setpriv (util-linux): permissions would not stop the handler");
-        return;
+        return cannot_run(
+            "read-only permissions",
+            "running as root without setpriv (util-linux): permissions would not stop the handler",
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     // As root the handler runs as nobody: the test's directory must be reachable for it.

@@ -20,9 +20,12 @@ pub struct TimerInvocation {
     pub host_utc_now: Option<DateTime<Utc>>,
 }
 
+/// What a timer invocation looks like, for the errors that say what was expected.
+const EXPECTED_SHAPE: &str = "expected the host's timer invocation {\"Data\":{\"<timer>\":{...}},\"Metadata\":{...}}";
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InvocationError {
-    #[error("the request body is not JSON: {0}")]
+    #[error("the request body is not JSON ({0}): {EXPECTED_SHAPE}")]
     NotJson(String),
     #[error("the request body is not a timer invocation: {0}")]
     Shape(String),
@@ -44,14 +47,24 @@ struct Envelope {
 
 impl TimerInvocation {
     pub fn parse(body: &[u8]) -> Result<Self, InvocationError> {
-        let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
-            if e.is_data() { InvocationError::Shape(e.to_string()) } else { InvocationError::NotJson(e.to_string()) }
-        })?;
-        let data = envelope.data.ok_or_else(|| {
-            InvocationError::Shape(
-                "\"Data\" is missing: expected {\"Data\":{\"<timer>\":{...}},\"Metadata\":{...}}".into(),
-            )
-        })?;
+        // JSON first, then its shape: read straight into the envelope, serde would call valid JSON
+        // (an array of three) "not JSON", bytes after a number a shape error, and take an array
+        // of two for the envelope's two fields.
+        let json: Value = serde_json::from_slice(body).map_err(|e| InvocationError::NotJson(e.to_string()))?;
+        if !json.is_object() {
+            let kind = match json {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            };
+            return Err(InvocationError::Shape(format!("the body is {kind}, not an object: {EXPECTED_SHAPE}")));
+        }
+        let envelope: Envelope =
+            serde_json::from_value(json).map_err(|e| InvocationError::Shape(format!("{e}: {EXPECTED_SHAPE}")))?;
+        let data =
+            envelope.data.ok_or_else(|| InvocationError::Shape(format!("\"Data\" is missing: {EXPECTED_SHAPE}")))?;
         let timer = find_timer(&data)?;
 
         let is_past_due = match get_ci(&timer, "IsPastDue") {

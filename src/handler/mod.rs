@@ -196,14 +196,30 @@ async fn unknown_function(uri: axum::http::Uri) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn success_response_has_the_host_shape() {
-        let body = serde_json::to_value(InvokeResponse {
-            outputs: json!({}),
-            logs: vec!["x".into()],
-            return_value: Value::Null,
-        })
-        .unwrap();
-        assert_eq!(body, json!({"Outputs": {}, "Logs": ["x"], "ReturnValue": null}));
+    async fn read(response: Response) -> (StatusCode, Option<String>, Value) {
+        let status = response.status();
+        let content_type =
+            response.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let bytes = axum::body::to_bytes(response.into_body(), MAX_BODY_BYTES).await.unwrap();
+        (status, content_type, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// What the handler answers the host after a run, as the host reads it (status, content type,
+    /// the PascalCase body).
+    #[tokio::test]
+    async fn success_response_has_the_host_shape() {
+        let (status, content_type, body) = read(invoke_ok(vec!["run slot=x".into()])).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        assert_eq!(body, json!({"Outputs": {}, "Logs": ["run slot=x"], "ReturnValue": null}));
+    }
+
+    #[tokio::test]
+    async fn error_response_carries_the_status_and_the_message() {
+        let (status, content_type, body) =
+            read(invoke_error(StatusCode::BAD_REQUEST, "IsPastDue is 3: expected true or false".into())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        assert_eq!(body, json!({"error": "IsPastDue is 3: expected true or false"}));
     }
 }

@@ -211,6 +211,9 @@ pub struct Evaluator<'t> {
     errors: RefCell<Vec<String>>,
     expressions: RefCell<usize>,
     evaluating: RefCell<Vec<String>>,
+    /// `deployment().properties.templateLink.uri`: set when the template is deployed from a URL
+    /// (the Managed Applications service, `--template-uri`); absent for a local file.
+    template_link: Option<String>,
 }
 
 impl<'t> Evaluator<'t> {
@@ -222,6 +225,7 @@ impl<'t> Evaluator<'t> {
             errors: RefCell::new(Vec::new()),
             expressions: RefCell::new(0),
             evaluating: RefCell::new(Vec::new()),
+            template_link: None,
         };
         let mut declared = HashSet::new();
         for resource in this.resources() {
@@ -234,6 +238,12 @@ impl<'t> Evaluator<'t> {
         this.errors.borrow_mut().clear();
         *this.expressions.borrow_mut() = 0;
         this
+    }
+
+    /// Deploys as if the template had been fetched from `uri`, as ARM does for a linked template.
+    pub fn with_template_link(mut self, uri: &str) -> Self {
+        self.template_link = Some(uri.to_string());
+        self
     }
 
     pub fn resources(&self) -> Vec<&'t Value> {
@@ -448,6 +458,41 @@ impl<'t> Evaluator<'t> {
                 self.require_declared(&id, at, name);
                 string(id)
             }
+            // https://learn.microsoft.com/azure/azure-resource-manager/templates/template-functions-deployment#deployment
+            "deployment" => {
+                let mut properties = serde_json::json!({ "mode": "Incremental" });
+                if let Some(uri) = &self.template_link {
+                    properties["templateLink"] = serde_json::json!({ "uri": uri });
+                }
+                Val::Json(serde_json::json!({ "name": "mainTemplate", "properties": properties }))
+            }
+            "uri" if any_runtime => Val::Runtime(format!("uri({}, {})", text(0), text(1))),
+            "uri" => match resolve_uri(&text(0), &text(1)) {
+                Ok(uri) => string(uri),
+                Err(e) => {
+                    self.error(format!("{at}: {e}"));
+                    Val::Runtime("bad uri".into())
+                }
+            },
+            "empty" => match values.first() {
+                Some(Val::Json(v)) => Val::Json(Value::Bool(match v {
+                    Value::Null => true,
+                    Value::String(s) => s.is_empty(),
+                    Value::Array(a) => a.is_empty(),
+                    Value::Object(o) => o.is_empty(),
+                    _ => false,
+                })),
+                _ => Val::Runtime("empty()".into()),
+            },
+            "if" => match values.first() {
+                Some(Val::Json(Value::Bool(condition))) => {
+                    values.get(if *condition { 1 } else { 2 }).cloned().unwrap_or(Val::Runtime("if()".into()))
+                }
+                _ => {
+                    self.error(format!("{at}: if() needs a boolean condition, got {}", text(0)));
+                    Val::Runtime("if()".into())
+                }
+            },
             "reference" => {
                 let target = text(0);
                 let id = if target.contains("/providers/") { target } else { self.declared_by_name(&target, at) };
@@ -496,6 +541,22 @@ impl<'t> Evaluator<'t> {
     }
 }
 
+/// ARM's `uri(baseUri, relativeUri)`: a base ending in `/` is followed by the relative part;
+/// otherwise everything from the base's last `/` on (its query string included) is dropped
+/// first. https://learn.microsoft.com/azure/azure-resource-manager/templates/template-functions-string#uri
+pub fn resolve_uri(base: &str, relative: &str) -> Result<String, String> {
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return Err(format!("uri(): {base:?} is not an absolute URI"));
+    };
+    if base.ends_with('/') {
+        return Ok(format!("{base}{relative}"));
+    }
+    match rest.rfind('/') {
+        Some(i) => Ok(format!("{scheme}://{}/{relative}", &rest[..i])),
+        None => Ok(format!("{base}/{relative}")),
+    }
+}
+
 fn joined(values: &[Val]) -> String {
     values.iter().map(Val::render).collect::<Vec<_>>().join("|")
 }
@@ -536,4 +597,57 @@ pub fn key_of(id: &str) -> String {
         names.push(pair.get(1).copied().unwrap_or_default().to_string());
     }
     key(&types.join("/"), &names.join("/"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The repository's templates, for the arm_* tests
+
+pub const GROUP_A: &str = "11111111-1111-4111-8111-111111111111";
+pub const GROUP_B: &str = "22222222-2222-4222-8222-222222222222";
+
+pub fn read_json(path: &str) -> Value {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", full.display()))
+}
+
+pub fn template() -> Value {
+    read_json("arm/mainTemplate.json")
+}
+
+/// Values an admin would give the parameters without defaults.
+pub fn sample_parameters() -> BTreeMap<String, Value> {
+    BTreeMap::from([
+        ("entraGroupIds".to_string(), serde_json::json!(format!("{GROUP_A},{GROUP_B}"))),
+        ("alertEmail".to_string(), serde_json::json!("ops@contoso.example")),
+        ("retentionDays".to_string(), serde_json::json!(30)),
+    ])
+}
+
+/// Where the Managed Applications service stages app.zip in these tests: the template's
+/// `deployment().properties.templateLink.uri`.
+pub const STAGED_TEMPLATE: &str =
+    "https://stage.contoso.example/applicationDefinitions/0001/mainTemplate.json?sv=2024-11-04&sig=abc%2Fd";
+
+/// An evaluator of the repository's template with the sample parameters, deployed from a link.
+pub fn linked_evaluator(template: &Value) -> Evaluator<'_> {
+    Evaluator::new(template, sample_parameters()).with_template_link(STAGED_TEMPLATE)
+}
+
+pub fn resources_of<'a>(template: &'a Value, ty: &str) -> Vec<&'a Value> {
+    template["resources"].as_array().unwrap().iter().filter(|r| r["type"] == ty).collect()
+}
+
+pub fn one_of<'a>(template: &'a Value, ty: &str) -> &'a Value {
+    let found = resources_of(template, ty);
+    assert_eq!(found.len(), 1, "expected exactly one {ty}");
+    found[0]
+}
+
+/// A value that must be known before deployment.
+pub fn evaluated(eval: &Evaluator, value: &Value, at: &str) -> Value {
+    match eval.eval_value(value, at) {
+        Val::Json(v) => v,
+        other => panic!("{at} is not known before deployment: {other:?}"),
+    }
 }

@@ -65,7 +65,26 @@ impl FakeAz {
             .collect()
     }
 
+    /// Every Resource Manager PUT so far: (url, body).
+    pub fn arm_puts(&self) -> Vec<(String, Value)> {
+        match std::fs::read_to_string(self.dir.path().join("arm-puts.jsonl")) {
+            Ok(text) => text
+                .lines()
+                .map(|l| {
+                    let v: Value = serde_json::from_str(l).unwrap();
+                    (v["url"].as_str().unwrap().to_string(), v["body"].clone())
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     pub fn run(&self, script: &str, args: &[&str]) -> ScriptRun {
+        self.run_with(script, args, &[])
+    }
+
+    /// Runs with extra environment variables (the script sees no others of its own).
+    pub fn run_with(&self, script: &str, args: &[&str], env: &[(&str, &str)]) -> ScriptRun {
         let fake_bin = fixture("fake-az");
         let path = format!("{}:{}", fake_bin.display(), std::env::var("PATH").unwrap_or_default());
         let mut command = Command::new(repo().join(script));
@@ -76,7 +95,13 @@ impl FakeAz {
             .env("FAKE_AZ_GRAPH_SP", &self.graph_sp)
             .env_remove("GRAPH_URL")
             .env_remove("FAKE_AZ_FAIL")
-            .env_remove("FAKE_AZ_PAGE_SIZE");
+            .env_remove("FAKE_AZ_PAGE_SIZE")
+            .env_remove("NOTIFICATION_SIG")
+            .env_remove("ARM_URL")
+            .env_remove("ACCESS_MODEL");
+        for (k, v) in env {
+            command.env(k, v);
+        }
         if let Some(size) = self.page_size {
             command.env("FAKE_AZ_PAGE_SIZE", size.to_string());
         }

@@ -50,7 +50,16 @@ impl HandlerProcess {
     /// Starts the handler through `wrapper` (a command and its arguments, to which the handler's
     /// path and `args` are appended), e.g. to run it as another user or with a signal ignored.
     pub fn start_wrapped(env: &HashMap<String, String>, wrapper: &[&str], args: &[&str]) -> HandlerProcess {
-        let handler = env!("CARGO_BIN_EXE_handler");
+        Self::start_program(env!("CARGO_BIN_EXE_handler"), env, wrapper, args)
+    }
+
+    /// Starts another custom handler of this crate (such as `install-notifications`) the same way.
+    pub fn start_program(
+        handler: &str,
+        env: &HashMap<String, String>,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> HandlerProcess {
         let mut command = match wrapper.split_first() {
             Some((program, wrapper_args)) => {
                 let mut command = Command::new(program);

@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod arm;
+pub mod arm_ttk;
 pub mod cosmos_emulator;
+pub mod environment;
 pub mod fake_az;
 pub mod graph_sim;
 pub mod handler_process;
