@@ -15,10 +15,11 @@ use std::time::Duration;
 use chrono::{TimeDelta, TimeZone, Utc};
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
-use teams_presence::cycle::RunContext;
 use teams_presence::model::{Availability, ChangeRecord, Slot, UserId};
+use teams_presence::privacy::Subjects;
+use teams_presence::run::RunContext;
 use teams_presence::store::cosmos::Tuning;
-use teams_presence::store::{HistoryStore, RecordPlan};
+use teams_presence::store::{RecordPlan, RunStore};
 
 const VALUES: [&str; 6] = ["Available", "Away", "Busy", "DoNotDisturb", "BeRightBack", "Offline"];
 
@@ -31,7 +32,7 @@ struct Run {
     changes: usize,
 }
 
-async fn run_once(store: &dyn HistoryStore, run: i64, changes: Vec<(UserId, Availability)>) -> Run {
+async fn run_once(store: &dyn RunStore, run: i64, changes: Vec<(UserId, Availability)>) -> Run {
     let slot = Slot::new(Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap() + TimeDelta::minutes(5 * run));
     let context = RunContext::new(format!("bench-{run}"), slot, Duration::from_secs(600));
     let observed_at = slot.at() + TimeDelta::seconds(2);
@@ -39,7 +40,11 @@ async fn run_once(store: &dyn HistoryStore, run: i64, changes: Vec<(UserId, Avai
     let plan = RecordPlan {
         changes: changes
             .into_iter()
-            .map(|(user_id, availability)| ChangeRecord { user_id, availability, timestamp: observed_at })
+            .map(|(user, availability)| ChangeRecord {
+                subject: Subjects::plain().stored_id(user),
+                availability,
+                timestamp: observed_at,
+            })
             .collect(),
         departed: Vec::new(),
         observed_at,
@@ -67,9 +72,10 @@ async fn one_record_write(emulator: &cosmos_emulator::Emulator) -> f64 {
         .await
         .expect("container");
     let id = uuid::Uuid::new_v4().to_string();
-    let doc = json!({"id": id, "userId": user.to_string(), "availability": "DoNotDisturb",
+    let user = user.expose_object_id().to_string();
+    let doc = json!({"id": id, "userId": user, "availability": "DoNotDisturb",
                      "timestamp": "2025-03-01T00:00:02.000Z"});
-    let response = container.create_item(user.to_string(), &id, &doc, None).await.expect("create");
+    let response = container.create_item(user, &id, &doc, None).await.expect("create");
     f64::from(response.diagnostics().total_request_charge())
 }
 
@@ -79,7 +85,7 @@ async fn main() {
     let runs = env_number("STORE_RU_RUNS", 20) as i64;
     let emulator = cosmos_emulator::Emulator::new();
     let record_ru = one_record_write(&emulator).await;
-    let ids: Vec<UserId> = (0..users).map(|_| uuid::Uuid::new_v4()).collect();
+    let ids: Vec<UserId> = (0..users).map(|_| UserId::from_uuid(uuid::Uuid::new_v4())).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut current: Vec<usize> = (0..users).map(|_| rng.random_range(0..VALUES.len())).collect();
 

@@ -351,7 +351,7 @@ async fn baseline_single(client: &reqwest::Client, sim: &Sim, users: u64, time_b
                 if Instant::now() >= b.end {
                     break 'users;
                 }
-                let url = format!("{}/users/{}/presence", b.base_url, user_id(i as u32));
+                let url = format!("{}/users/{}/presence", b.base_url, user_id(i as u32).expose_object_id());
                 let Ok(r) = b.client.get(&url).header("Authorization", &b.bearer).send().await else { continue };
                 if r.status() == 429 {
                     b.throttled.fetch_add(1, Ordering::Relaxed);
@@ -387,7 +387,7 @@ async fn baseline_batch(client: &reqwest::Client, sim: &Sim, users: u64, time_bo
                 }
                 let requests: Vec<Value> = pending
                     .iter()
-                    .map(|i| json!({"id": i.to_string(), "method": "GET", "url": format!("/users/{}/presence", user_id(*i as u32))}))
+                    .map(|i| json!({"id": i.to_string(), "method": "GET", "url": format!("/users/{}/presence", user_id(*i as u32).expose_object_id())}))
                     .collect();
                 let Ok(r) =
                     b.client.post(&url).header("Authorization", &b.bearer).json(&json!({ "requests": requests })).send().await

@@ -9,8 +9,8 @@ use crate::graph::client::GraphClient;
 use crate::graph::reuse::MembershipReuse;
 use crate::graph::{GraphError, Tenant};
 use crate::identity::{self, IdentityError};
-use crate::privacy::Rights;
-use crate::store::{self, HistoryStore, StoreError};
+use crate::rights::Rights;
+use crate::store::{self, RightsStore, StoreError};
 use crate::telemetry::instrumented::{InstrumentedStore, InstrumentedTenant};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +39,9 @@ pub fn tenant(graph: GraphClient, membership_inline_limit: Duration) -> Arc<dyn 
     Arc::new(MembershipReuse::new(instrumented, membership_inline_limit))
 }
 
-/// The store alone, for admin commands; a credential is built only when Cosmos DB needs one.
-pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn HistoryStore>, InitError> {
+/// The store as a data subject's rights see it, for admin commands; a credential is built only
+/// when Cosmos DB needs one.
+pub async fn open_rights_store(config: &StoreConfig) -> Result<Arc<dyn RightsStore>, InitError> {
     let credential = match config.store {
         StoreSettings::Cosmos(_) => Some(identity::credential()?),
         StoreSettings::Sqlite { .. } => None,
@@ -50,5 +51,5 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn HistoryStore>, I
 
 /// Export and erasure of one person's data, on the configured store.
 pub async fn open_rights(config: &StoreConfig) -> Result<Rights, InitError> {
-    Ok(Rights::new(open_store(config).await?, config.subjects.clone()))
+    Ok(Rights::new(open_rights_store(config).await?, config.subjects.clone()))
 }

@@ -9,9 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use url::Url;
-use uuid::Uuid;
 
-use crate::model::GroupId;
+use crate::model::{GroupId, parse_group_id};
 use crate::privacy::{PseudonymKey, Retention, Subjects};
 
 pub const DEFAULT_GRAPH_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
@@ -359,7 +358,7 @@ impl Config {
 
     /// What `handler check` prints: every value in use, never a secret.
     pub fn describe(&self) -> String {
-        let groups: Vec<String> = self.groups.iter().map(Uuid::to_string).collect();
+        let groups: Vec<String> = self.groups.iter().map(GroupId::to_string).collect();
         let store = match &self.store {
             StoreSettings::Sqlite { path } => format!("embedded SQLite at {}", path.display()),
             StoreSettings::Cosmos(c) => format!(
@@ -421,7 +420,7 @@ pub fn parse_groups(value: Option<&str>) -> Result<Vec<GroupId>, Vec<SettingErro
     let mut groups: Vec<GroupId> = Vec::new();
     let mut errors = Vec::new();
     for entry in value.split(|c: char| c == ',' || c == ';' || c.is_whitespace()).filter(|e| !e.is_empty()) {
-        match parse_guid(entry) {
+        match parse_group_id(entry) {
             Some(id) if !groups.contains(&id) => groups.push(id),
             Some(_) => {}
             None => errors.push(SettingError {
@@ -444,15 +443,6 @@ pub fn parse_groups(value: Option<&str>) -> Result<Vec<GroupId>, Vec<SettingErro
         ));
     }
     Ok(groups)
-}
-
-/// A GUID in its usual hyphenated form, optionally in braces (as Windows tools print them).
-pub fn parse_guid(value: &str) -> Option<Uuid> {
-    let inner = value.strip_prefix('{').and_then(|v| v.strip_suffix('}')).unwrap_or(value);
-    if inner.len() != 36 {
-        return None;
-    }
-    Uuid::try_parse(inner).ok()
 }
 
 fn parse_https_url(setting: &'static str, value: &str) -> Result<Url, Vec<SettingError>> {
@@ -565,7 +555,7 @@ mod tests {
     #[test]
     fn groups_accept_every_separator_and_drop_duplicates() {
         let config = Config::parse(&raw(&format!(" {A},{B};\n{A}\t{{{B}}} "))).expect("valid");
-        assert_eq!(config.groups, vec![Uuid::parse_str(A).unwrap(), Uuid::parse_str(B).unwrap()]);
+        assert_eq!(config.groups, vec![parse_group_id(A).unwrap(), parse_group_id(B).unwrap()]);
     }
 
     #[test]

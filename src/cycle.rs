@@ -1,122 +1,17 @@
 //! The poll cycle: in-scope users and their availability in, change records out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::graph::{GraphError, Membership, PresenceSnapshot, Tenant};
-use crate::model::{ChangeRecord, GroupId, Slot, UserId};
+use crate::model::{Availability, ChangeRecord, GroupId, SubjectId};
 use crate::privacy::{Retention, Subjects};
-use crate::store::{HistoryStore, Known, LastKnown, RecordPlan, StoreError};
-
-/// Everything one run carries through the Graph client and the store.
-#[derive(Clone, Debug)]
-pub struct RunContext {
-    /// The host's `X-Azure-Functions-InvocationId` (or a generated id for CLI runs).
-    pub invocation_id: String,
-    pub slot: Slot,
-    /// Work that would end after this is given up, so the run returns before the host's timeout.
-    pub deadline: Instant,
-    pub metrics: Arc<RunMetrics>,
-}
-
-impl RunContext {
-    pub fn new(invocation_id: impl Into<String>, slot: Slot, budget: Duration) -> Self {
-        Self { invocation_id: invocation_id.into(), slot, deadline: Instant::now() + budget, metrics: Arc::default() }
-    }
-}
-
-/// Counters filled in by the Graph client and the store during one run.
-#[derive(Debug, Default)]
-pub struct RunMetrics {
-    pub member_pages: AtomicU64,
-    pub presence_calls: AtomicU64,
-    pub throttled: AtomicU64,
-    pub throttle_wait_ms: AtomicU64,
-    pub retries: AtomicU64,
-    /// Request units charged by the store, in thousandths so that an atomic integer can hold them.
-    pub store_request_milli_units: AtomicU64,
-}
-
-impl RunMetrics {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
-
-/// The outcome of one successful run, reported in the host response's `Logs` and in telemetry.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RunSummary {
-    pub slot: Slot,
-    pub observed_at: DateTime<Utc>,
-    pub users_in_scope: usize,
-    pub observed: usize,
-    pub unobserved: usize,
-    /// Records this run wrote (first sightings and changes); a repeated slot's existing records are
-    /// counted in `already_recorded` instead.
-    pub changes: usize,
-    /// Records a previous attempt at the same slot had already written (not in `changes`).
-    pub already_recorded: usize,
-    /// Users no longer tracked: they left scope, or their last record is past retention and they
-    /// were not observed.
-    pub departed: usize,
-    pub unreadable_groups: usize,
-    pub member_pages: u64,
-    pub presence_calls: u64,
-    pub throttled: u64,
-    pub throttle_wait_ms: u64,
-    pub retries: u64,
-    pub store_request_units: f64,
-    /// Membership and presence (overlapped).
-    pub graph_ms: u64,
-    /// Loading the last-known state; it overlaps the Graph phase, so it is not part of the sum.
-    pub store_read_ms: u64,
-    /// Change detection and the store write, after the Graph phase.
-    pub record_ms: u64,
-    /// Zero when the run read membership; otherwise how old the membership it reused was.
-    pub membership_age_ms: u64,
-    pub duration_ms: u64,
-}
-
-impl RunSummary {
-    /// One line for `Logs` and the console.
-    pub fn line(&self) -> String {
-        format!(
-            "run slot={} users={} observed={} unobserved={} changes={} already_recorded={} departed={} \
-             unreadable_groups={} presence_calls={} member_pages={} throttled={} throttle_wait_ms={} retries={} \
-             store_ru={:.2} graph_ms={} store_read_ms={} record_ms={} membership_age_ms={} duration_ms={}",
-            self.slot,
-            self.users_in_scope,
-            self.observed,
-            self.unobserved,
-            self.changes,
-            self.already_recorded,
-            self.departed,
-            self.unreadable_groups,
-            self.presence_calls,
-            self.member_pages,
-            self.throttled,
-            self.throttle_wait_ms,
-            self.retries,
-            self.store_request_units,
-            self.graph_ms,
-            self.store_read_ms,
-            self.record_ms,
-            self.membership_age_ms,
-            self.duration_ms,
-        )
-    }
-}
+use crate::run::{RunContext, RunMetrics, RunSummary};
+use crate::store::{Known, LastKnown, RecordPlan, RunStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
@@ -129,7 +24,7 @@ pub enum CycleError {
 pub struct PollCycle {
     groups: Vec<GroupId>,
     tenant: Arc<dyn Tenant>,
-    store: Arc<dyn HistoryStore>,
+    store: Arc<dyn RunStore>,
     subjects: Subjects,
     retention: Option<Retention>,
 }
@@ -137,7 +32,7 @@ pub struct PollCycle {
 impl PollCycle {
     /// A cycle that stores object ids as they are and keeps state indefinitely; production adds
     /// [`PollCycle::with_privacy`].
-    pub fn new(groups: Vec<GroupId>, tenant: Arc<dyn Tenant>, store: Arc<dyn HistoryStore>) -> Self {
+    pub fn new(groups: Vec<GroupId>, tenant: Arc<dyn Tenant>, store: Arc<dyn RunStore>) -> Self {
         Self { groups, tenant, store, subjects: Subjects::plain(), retention: None }
     }
 
@@ -146,7 +41,7 @@ impl PollCycle {
         Self { subjects, retention: Some(retention), ..self }
     }
 
-    pub fn store(&self) -> &Arc<dyn HistoryStore> {
+    pub fn store(&self) -> &Arc<dyn RunStore> {
         &self.store
     }
 
@@ -164,23 +59,23 @@ impl PollCycle {
         let last_known = last_known?;
         let recording = Instant::now();
         // From here on users are known only by their stored id (a pseudonym in that mode).
-        let (membership, snapshot) = to_stored_ids(&self.subjects, membership, snapshot);
+        let view = StoredView::of(&self.subjects, membership, snapshot);
         let expired_before = self.retention.map(|r| r.cutoff(observed_at));
-        let plan = plan_changes(&last_known, &membership, &snapshot, observed_at, expired_before);
+        let plan = plan_changes(&last_known, &view, observed_at, expired_before);
         // Released before recording, so the store can advance its state in place without a copy.
         drop(last_known);
-        if !membership.unreadable_groups.is_empty() {
+        if view.unreadable_groups > 0 {
             info!(
-                unreadable_groups = membership.unreadable_groups.len(),
+                unreadable_groups = view.unreadable_groups,
                 "some groups could not be read: nobody stops being tracked this run"
             );
         }
         for user in &plan.departed {
             debug!(%user, "left scope: no longer tracked");
         }
-        let seen = Seen::of(&membership, &snapshot, &plan);
+        let seen = Seen::of(&view, &plan);
         // At a million users the Graph view is ~50 MB: it is not held while the store writes.
-        drop((snapshot, membership));
+        drop(view);
         debug!(changes = plan.changes.len(), departed = seen.departed, "recording the run");
         let outcome = self.store.record(run, plan).await?;
         let record_ms = recording.elapsed().as_millis() as u64;
@@ -222,14 +117,14 @@ struct Seen {
 }
 
 impl Seen {
-    fn of(membership: &Membership, snapshot: &PresenceSnapshot, plan: &RecordPlan) -> Self {
+    fn of(view: &StoredView, plan: &RecordPlan) -> Self {
         Self {
-            users_in_scope: membership.users.len(),
-            observed: snapshot.observations.len(),
-            unobserved: snapshot.unobserved.len(),
+            users_in_scope: view.members.len(),
+            observed: view.observations.len(),
+            unobserved: view.unobserved,
             departed: plan.departed.len(),
-            unreadable_groups: membership.unreadable_groups.len(),
-            membership_age: membership.age,
+            unreadable_groups: view.unreadable_groups,
+            membership_age: view.membership_age,
         }
     }
 }
@@ -247,23 +142,45 @@ fn observation_time(now: DateTime<Utc>) -> DateTime<Utc> {
     now.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(now)
 }
 
-/// Maps the ids Graph gave to the ids the store keeps; a no-op (and no copy) for plain ids.
-fn to_stored_ids(
-    subjects: &Subjects,
-    mut membership: Membership,
-    mut snapshot: PresenceSnapshot,
-) -> (Membership, PresenceSnapshot) {
-    if subjects.is_pseudonymous() {
-        for user in membership.users.iter_mut().chain(snapshot.unobserved.iter_mut()) {
-            *user = subjects.stored_id(*user);
+/// What a run saw of the tenant, every user known only by their stored id: what change detection
+/// compares with the stored state.
+#[derive(Debug, Default)]
+pub struct StoredView {
+    /// The users in scope, sorted.
+    pub members: Vec<SubjectId>,
+    pub observations: Vec<(SubjectId, Availability)>,
+    /// Users asked about without an answer this run.
+    pub unobserved: usize,
+    pub unreadable_groups: usize,
+    /// How old the membership was ([`Membership::age`]).
+    pub membership_age: Duration,
+}
+
+impl StoredView {
+    /// The one place a run turns the object ids Graph gave into the ids the store keeps. Graph's
+    /// view is consumed, so no object id outlives this call (and the vectors of 16-byte ids are
+    /// converted in place rather than copied).
+    pub fn of(subjects: &Subjects, membership: Membership, snapshot: PresenceSnapshot) -> Self {
+        for failure in &snapshot.failed_batches {
+            if let Some(user) = failure.single_user {
+                debug!(user = %subjects.stored_id(user), error = %failure.reason, "Graph refused presence for this user");
+            }
         }
-        // Membership is sorted by contract; pseudonyms are not in the same order.
-        membership.users.sort_unstable();
-        for observation in &mut snapshot.observations {
-            observation.user_id = subjects.stored_id(observation.user_id);
+        let mut members: Vec<SubjectId> = membership.users.into_iter().map(|u| subjects.stored_id(u)).collect();
+        if subjects.is_pseudonymous() {
+            // Membership is sorted by contract; pseudonyms are not in the same order.
+            members.sort_unstable();
+        }
+        let observations =
+            snapshot.observations.into_iter().map(|o| (subjects.stored_id(o.user_id), o.availability)).collect();
+        Self {
+            members,
+            observations,
+            unobserved: snapshot.unobserved.len(),
+            unreadable_groups: membership.unreadable_groups.len(),
+            membership_age: membership.age,
         }
     }
-    (membership, snapshot)
 }
 
 /// Change detection: what one run must record, given the last-known state and what it saw.
@@ -279,30 +196,33 @@ fn to_stored_ids(
 ///   tracked. Either way nothing older than the retention stays in the state.
 pub fn plan_changes(
     last_known: &LastKnown,
-    membership: &Membership,
-    snapshot: &PresenceSnapshot,
+    view: &StoredView,
     observed_at: DateTime<Utc>,
     expired_before: Option<DateTime<Utc>>,
 ) -> RecordPlan {
-    let in_scope = SortedUsers::new(&membership.users);
+    let in_scope = SortedUsers::new(&view.members);
     let is_expired = |known: &Known| expired_before.is_some_and(|cutoff| known.at < cutoff);
-    let mut changes: Vec<ChangeRecord> = snapshot
+    let mut changes: Vec<ChangeRecord> = view
         .observations
         .iter()
-        .filter(|o| in_scope.contains(&o.user_id))
-        .filter(|o| match last_known.get(&o.user_id) {
-            Some(known) => known.availability != o.availability || is_expired(&known),
+        .filter(|(user, _)| in_scope.contains(user))
+        .filter(|(user, availability)| match last_known.get(user) {
+            Some(known) => known.availability != *availability || is_expired(&known),
             None => true,
         })
-        .map(|o| ChangeRecord { user_id: o.user_id, availability: o.availability.clone(), timestamp: observed_at })
+        .map(|(user, availability)| ChangeRecord {
+            subject: *user,
+            availability: availability.clone(),
+            timestamp: observed_at,
+        })
         .collect();
     // One record per user and run: a duplicated observation must not collide on its key. Sorted
     // rather than hashed (no second copy of a million ids), and user order is the stores' key order.
-    changes.sort_by_key(|c| c.user_id);
-    changes.dedup_by_key(|c| c.user_id);
-    let recorded = |user: &UserId| changes.binary_search_by_key(user, |c| c.user_id).is_ok();
-    let scope_is_known = membership.unreadable_groups.is_empty();
-    let mut departed: Vec<UserId> = last_known
+    changes.sort_by_key(|c| c.subject);
+    changes.dedup_by_key(|c| c.subject);
+    let recorded = |user: &SubjectId| changes.binary_search_by_key(user, |c| c.subject).is_ok();
+    let scope_is_known = view.unreadable_groups == 0;
+    let mut departed: Vec<SubjectId> = last_known
         .iter()
         .filter(|(user, known)| {
             let left = scope_is_known && !in_scope.contains(user);
@@ -315,10 +235,10 @@ pub fn plan_changes(
 }
 
 /// Membership lists are sorted by contract; a defensive copy is made only if one is not.
-struct SortedUsers<'a>(std::borrow::Cow<'a, [UserId]>);
+struct SortedUsers<'a>(std::borrow::Cow<'a, [SubjectId]>);
 
 impl<'a> SortedUsers<'a> {
-    fn new(users: &'a [UserId]) -> Self {
+    fn new(users: &'a [SubjectId]) -> Self {
         if users.is_sorted() {
             Self(std::borrow::Cow::Borrowed(users))
         } else {
@@ -328,7 +248,7 @@ impl<'a> SortedUsers<'a> {
         }
     }
 
-    fn contains(&self, user: &UserId) -> bool {
+    fn contains(&self, user: &SubjectId) -> bool {
         self.0.binary_search(user).is_ok()
     }
 }
@@ -341,9 +261,13 @@ mod tests {
 
     use super::*;
     use crate::graph::GroupProblem;
-    use crate::model::{Availability, Observation};
-    use crate::privacy::{AuditEntry, Erasure};
+    use crate::model::{Observation, Slot, UserId};
     use crate::store::RecordOutcome;
+
+    /// How a test's user `u` is stored: by their object id, as the cycle stores it without a key.
+    fn subject(u: u128) -> SubjectId {
+        Subjects::plain().stored_id(UserId::from_u128(u))
+    }
 
     /// A tenant whose membership and presence the test sets before each run.
     #[derive(Default)]
@@ -390,7 +314,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl HistoryStore for MemoryStore {
+    impl RunStore for MemoryStore {
         async fn last_known(&self, _run: &RunContext) -> Result<Arc<LastKnown>, StoreError> {
             Ok(Arc::new(self.state.lock().unwrap().0.clone()))
         }
@@ -399,29 +323,13 @@ mod tests {
             let mut guard = self.state.lock().unwrap();
             let (state, history) = &mut *guard;
             for c in &plan.changes {
-                state.set(c.user_id, Known { availability: c.availability.clone(), at: c.timestamp });
+                state.set(c.subject, Known { availability: c.availability.clone(), at: c.timestamp });
                 history.push(c.clone());
             }
             for u in &plan.departed {
                 state.depart(u, plan.observed_at);
             }
             Ok(RecordOutcome { written: plan.changes.len(), ..RecordOutcome::default() })
-        }
-
-        async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {
-            Ok(self.state.lock().unwrap().1.iter().filter(|r| r.user_id == user).cloned().collect())
-        }
-
-        async fn erase_user(&self, _run: &RunContext, _user: UserId) -> Result<Erasure, StoreError> {
-            unimplemented!("the cycle never erases")
-        }
-
-        async fn append_audit(&self, _entry: &AuditEntry) -> Result<(), StoreError> {
-            unimplemented!("the cycle never audits")
-        }
-
-        async fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError> {
-            unimplemented!("the cycle never audits")
         }
 
         fn describe(&self) -> String {
@@ -451,18 +359,17 @@ mod tests {
             self.cycle.run(&run).await.unwrap()
         }
 
-        fn history(&self, user: u128) -> Vec<String> {
+        fn records(&self, user: u128) -> Vec<ChangeRecord> {
             let guard = self.store.state.lock().unwrap();
-            guard
-                .1
-                .iter()
-                .filter(|r| r.user_id == UserId::from_u128(user))
-                .map(|r| r.availability.to_string())
-                .collect()
+            guard.1.iter().filter(|r| r.subject == subject(user)).cloned().collect()
+        }
+
+        fn history(&self, user: u128) -> Vec<String> {
+            self.records(user).iter().map(|r| r.availability.to_string()).collect()
         }
 
         fn tracked(&self, user: u128) -> bool {
-            self.store.state.lock().unwrap().0.get(&UserId::from_u128(user)).is_some()
+            self.store.state.lock().unwrap().0.get(&subject(user)).is_some()
         }
     }
 
@@ -485,7 +392,7 @@ mod tests {
         let mut h = Harness::new();
         h.tenant.set(&[1], false, &[(1, "Available")]);
         let summary = h.run().await;
-        let records = h.store.export_user(UserId::from_u128(1)).await.unwrap();
+        let records = h.records(1);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].timestamp, summary.observed_at);
         assert_eq!(summary.observed_at.timestamp_subsec_nanos() % 1_000_000, 0, "millisecond precision");
@@ -537,17 +444,29 @@ mod tests {
         assert!(h.history(3).is_empty());
     }
 
+    /// At a million users Graph's view is tens of megabytes: the stored view takes over its
+    /// buffers (same-sized elements, so the conversion collects in place) instead of copying them.
+    #[test]
+    fn the_stored_view_reuses_the_buffers_of_graphs_view() {
+        let users: Vec<UserId> = (0..1_000).map(UserId::from_u128).collect();
+        let observations: Vec<Observation> =
+            users.iter().map(|&user_id| Observation { user_id, availability: "Away".into() }).collect();
+        let (members_at, observations_at) = (users.as_ptr() as usize, observations.as_ptr() as usize);
+        let membership = Membership { users, ..Membership::default() };
+        let snapshot = PresenceSnapshot { observations, ..PresenceSnapshot::default() };
+        let view = StoredView::of(&Subjects::plain(), membership, snapshot);
+        assert_eq!(view.members.as_ptr() as usize, members_at);
+        assert_eq!(view.observations.as_ptr() as usize, observations_at);
+    }
+
     #[test]
     fn availability_comparison_is_exact() {
         let mut state = LastKnown::default();
-        let user = UserId::from_u128(1);
+        let user = subject(1);
         state.set(user, Known { availability: "Available".into(), at: DateTime::UNIX_EPOCH });
-        let membership = Membership { users: vec![user], ..Membership::default() };
-        let snapshot = PresenceSnapshot {
-            observations: vec![Observation { user_id: user, availability: "available".into() }],
-            ..Default::default()
-        };
-        let plan = plan_changes(&state, &membership, &snapshot, DateTime::UNIX_EPOCH, None);
+        let view =
+            StoredView { members: vec![user], observations: vec![(user, "available".into())], ..StoredView::default() };
+        let plan = plan_changes(&state, &view, DateTime::UNIX_EPOCH, None);
         assert_eq!(plan.changes.len(), 1, "a change of spelling is what Graph said: recorded");
     }
 }

@@ -18,8 +18,9 @@ use serde_json::{Value, json};
 
 use crate::handler::{INVOCATION_ID_HEADER, TIMER_FUNCTION};
 use crate::model::GroupId;
+use crate::privacy::Subjects;
 use crate::simulator::{SimConfig, SimHandle, Simulator, standard_groups};
-use crate::store::HistoryStore;
+use crate::store::RightsStore;
 use crate::store::sqlite::SqliteStore;
 
 #[derive(Clone, Debug, clap::Args)]
@@ -253,7 +254,10 @@ async fn summarise(
     let mut records = 0u64;
     let mut example = None;
     for user in sim.expected_users(groups) {
-        let history = store.export_user(user).await.map_err(|e| DemoError::Setup(e.to_string()))?;
+        let history = store
+            .export_subject(Subjects::plain().stored_id(user))
+            .await
+            .map_err(|e| DemoError::Setup(e.to_string()))?;
         if example.is_none() && history.len() > 2 {
             example = Some(user);
         }
@@ -282,9 +286,11 @@ async fn summarise(
     );
     if let Some(user) = example {
         println!(
-            "  export a user      PRESENCE_DB={} {} export --user {user} [--format csv]",
+            "  export a user      PRESENCE_DB={} {} export --user {} [--format csv]",
             options.db.display(),
-            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "handler".into())
+            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "handler".into()),
+            // A simulated user, printed for the person running the demo to try an export with.
+            user.expose_object_id()
         );
     }
     Ok(())

@@ -11,12 +11,12 @@ use tokio::net::TcpListener;
 
 use teams_presence::app;
 use teams_presence::config::{Config, RawSettings, StoreConfig};
-use teams_presence::cycle::RunContext;
 use teams_presence::functions_host::{listen_port, shutdown_signal};
 use teams_presence::handler::{self, AppState};
 use teams_presence::identity;
-use teams_presence::model::{Slot, UserId};
-use teams_presence::privacy;
+use teams_presence::model::{self, Slot, UserId};
+use teams_presence::rights;
+use teams_presence::run::RunContext;
 use teams_presence::telemetry::{self, Console, Telemetry};
 
 #[derive(Parser)]
@@ -152,7 +152,7 @@ async fn poll_once(settings: &RawSettings) -> anyhow::Result<()> {
 }
 
 fn cli_user(user: &str) -> anyhow::Result<UserId> {
-    privacy::parse_user_id(user).map_err(|e| anyhow::anyhow!("--user {e}"))
+    model::parse_user_id(user).map_err(|e| anyhow::anyhow!("--user {e}"))
 }
 
 /// An invocation id for a command-line run or request (logs, the audit trail).
@@ -167,7 +167,7 @@ async fn export(settings: &RawSettings, user: &str, format: ExportFormat) -> any
     let mut out = std::io::stdout().lock();
     match format {
         ExportFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?,
-        ExportFormat::Csv => write!(out, "{}", privacy::records_csv(&records))?,
+        ExportFormat::Csv => write!(out, "{}", rights::records_csv(&records))?,
     }
     Ok(())
 }
@@ -176,8 +176,10 @@ async fn erase(settings: &RawSettings, user: &str) -> anyhow::Result<()> {
     let user = cli_user(user)?;
     let rights = app::open_rights(&StoreConfig::parse(settings)?).await?;
     let erased = rights.erase(user, &cli_invocation_id()).await?;
+    // The admin's answer on stdout, about the id they typed: not a log line.
     println!(
-        "erased user {user}: {} history records and {} state entries removed (audit reference {})",
+        "erased user {}: {} history records and {} state entries removed (audit reference {})",
+        user.expose_object_id(),
         erased.history_records,
         erased.state_entries,
         rights.audit_reference(user)

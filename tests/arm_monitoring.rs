@@ -8,8 +8,8 @@ use std::path::Path;
 
 use common::arm::{Evaluator, evaluated, key_of, linked_evaluator, one_of, resources_of, template};
 use serde_json::{Value, json};
+use teams_presence::spans::COSMOS_DB_SYSTEM;
 use teams_presence::telemetry::SERVICE_NAME;
-use teams_presence::telemetry::dependency::COSMOS_DB_SYSTEM;
 use teams_presence::telemetry::run_metrics::{FIGURE_PREFIX, FIGURES, FailedStage, RUNS};
 
 /// What an alert rule's query watches.

@@ -20,10 +20,10 @@ use chrono::Utc;
 use common::graph_sim::FixedToken;
 use proptest::prelude::*;
 use serde_json::Value;
-use teams_presence::cycle::RunContext;
 use teams_presence::graph::Tenant;
 use teams_presence::graph::client::GraphClient;
-use teams_presence::model::Slot;
+use teams_presence::model::{GroupId, Slot};
+use teams_presence::run::RunContext;
 use teams_presence::simulator::user_id;
 
 /// A Graph endpoint that answers every presence call with the body under test.
@@ -62,8 +62,8 @@ fn presence_case() -> impl Strategy<Value = (Vec<u8>, Expect)> {
         .prop_map(|id| serde_json::json!({"id": id, "availability": "Available"}));
     let ill_typed = prop_oneof![
         Just(serde_json::json!({"id": 7, "availability": "Away"})),
-        Just(serde_json::json!({"id": user_id(0).to_string(), "availability": 3})),
-        Just(serde_json::json!({"id": user_id(1).to_string(), "availability": {"value": "Away"}})),
+        Just(serde_json::json!({"id": user_id(0).expose_object_id().to_string(), "availability": 3})),
+        Just(serde_json::json!({"id": user_id(1).expose_object_id().to_string(), "availability": {"value": "Away"}})),
         Just(serde_json::json!({"availability": "Away"})),
         Just(serde_json::json!("not an entry")),
         Just(Value::Null),
@@ -79,8 +79,11 @@ fn presence_case() -> impl Strategy<Value = (Vec<u8>, Expect)> {
             let mut entries = foreign;
             for (u, entry) in known.iter().enumerate() {
                 let Some((availability, upper)) = entry else { continue };
-                let id =
-                    if *upper { user_id(u as u32).to_string().to_uppercase() } else { user_id(u as u32).to_string() };
+                let id = if *upper {
+                    user_id(u as u32).expose_object_id().to_string().to_uppercase()
+                } else {
+                    user_id(u as u32).expose_object_id().to_string()
+                };
                 let mut item = serde_json::json!({"id": id});
                 if let Some(availability) = availability {
                     item["availability"] = availability.clone();
@@ -210,7 +213,7 @@ fn member_entry() -> impl Strategy<Value = (serde_json::Value, Option<uuid::Uuid
         1 => Just(Some(serde_json::Value::Null)),
         1 => Just(None),
     ];
-    let known = (0u32..6).prop_map(user_id);
+    let known = (0u32..6).prop_map(|i| user_id(i).expose_object_id());
     let id = prop_oneof![
         3 => known.clone().prop_map(|u| (u.to_string(), Some(u))),
         1 => known.clone().prop_map(|u| (u.to_string().to_uppercase(), Some(u))),
@@ -255,7 +258,7 @@ fn page_spec() -> impl Strategy<Value = PageSpec> {
         1 => prop_oneof![
             Just(serde_json::json!({ "value": {} })),
             Just(serde_json::json!({ "value": [{ "@odata.type": USER_TYPE, "id": 7 }] })),
-            Just(serde_json::json!({ "value": [{ "@odata.type": 1, "id": user_id(0).to_string() }] })),
+            Just(serde_json::json!({ "value": [{ "@odata.type": 1, "id": user_id(0).expose_object_id().to_string() }] })),
             Just(serde_json::json!({ "value": [{ "@odata.type": USER_TYPE }] })),
             Just(serde_json::json!({ "value": [], "@odata.nextLink": 3 })),
             Just(serde_json::json!({ "value": null })),
@@ -451,7 +454,7 @@ proptest! {
             };
             let graph = GraphClient::new(&settings, Arc::new(FixedToken)).unwrap();
             let run = RunContext::new("bad-members", Slot::new(Utc::now()), Duration::from_secs(10));
-            let result = graph.members_and_presence(&[group], &run).await;
+            let result = graph.members_and_presence(&[GroupId::from_uuid(group)], &run).await;
             prop_assert_eq!(elsewhere.requests.load(std::sync::atomic::Ordering::SeqCst), 0, "another origin was called");
             prop_assert_eq!(elsewhere.with_token.load(std::sync::atomic::Ordering::SeqCst), 0);
             // Whatever the pages, the run goes on: a bad group is reported, not fatal.
@@ -467,22 +470,22 @@ proptest! {
                 })
                 .collect();
             for user in &membership.users {
-                prop_assert!(offered.contains(user), "invented member {}", user);
+                prop_assert!(offered.contains(&user.expose_object_id()), "invented member {}", user.expose_object_id());
             }
             for o in &snapshot.observations {
-                prop_assert!(membership.users.contains(&o.user_id), "observed outside membership: {}", o.user_id);
+                prop_assert!(membership.users.contains(&o.user_id), "observed outside membership: {}", o.user_id.expose_object_id());
             }
             for u in &snapshot.unobserved {
-                prop_assert!(membership.users.contains(u), "unobserved outside membership: {}", u);
+                prop_assert!(membership.users.contains(u), "unobserved outside membership: {}", u.expose_object_id());
             }
             for problem in &membership.unreadable_groups {
-                prop_assert_eq!(problem.group_id, group);
+                prop_assert_eq!(problem.group_id, GroupId::from_uuid(group));
                 prop_assert!(problem.reason.contains("transitiveMembers"), "{}", problem.reason);
             }
             match expected {
                 Expected::Members(users) => {
                     prop_assert!(membership.unreadable_groups.is_empty(), "{:?}", membership.unreadable_groups);
-                    prop_assert_eq!(membership.users.iter().copied().collect::<std::collections::BTreeSet<_>>(), users);
+                    prop_assert_eq!(membership.users.iter().map(|u| u.expose_object_id()).collect::<std::collections::BTreeSet<_>>(), users);
                     prop_assert_eq!(snapshot.observations.len(), membership.users.len(), "everyone's presence read");
                 }
                 Expected::Unreadable => {

@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use teams_presence::store::HistoryStore;
 use teams_presence::store::sqlite::SqliteStore;
+use teams_presence::store::{RightsStore, RunStore};
 
 #[tokio::test]
 async fn the_local_run_ends_with_a_summary_that_matches_the_store() {
@@ -31,7 +31,7 @@ async fn the_local_run_ends_with_a_summary_that_matches_the_store() {
     assert!(users > 0 && written >= users, "every user has at least a first sighting: {stdout}");
 
     let store = SqliteStore::open(&db, None).await.unwrap();
-    let run = teams_presence::cycle::RunContext::new(
+    let run = teams_presence::run::RunContext::new(
         "check",
         teams_presence::model::Slot::new(chrono::Utc::now()),
         std::time::Duration::from_secs(10),
@@ -40,7 +40,7 @@ async fn the_local_run_ends_with_a_summary_that_matches_the_store() {
     assert_eq!(tracked.len() as u64, users, "the store tracks exactly the users in scope");
     let mut records = 0;
     for (user, _) in tracked.iter() {
-        records += store.export_user(user).await.unwrap().len() as u64;
+        records += store.export_subject(user).await.unwrap().len() as u64;
     }
     assert_eq!(records, written, "the summary counts what the store holds");
 }

@@ -10,8 +10,9 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use common::handler_process::{HandlerProcess, tenant_env, timer_body};
 use serde_json::Value;
 use teams_presence::model::{GroupId, UserId};
+use teams_presence::privacy::Subjects;
 use teams_presence::simulator::{SimConfig, SimHandle, Simulator, standard_groups};
-use teams_presence::store::HistoryStore;
+use teams_presence::store::RightsStore;
 use teams_presence::store::sqlite::SqliteStore;
 
 struct Tenant {
@@ -87,7 +88,7 @@ async fn recorded_history(tenant: &Tenant, users: &[UserId]) -> HashMap<UserId, 
     let store = SqliteStore::open(&tenant.db, None).await.unwrap();
     let mut history = HashMap::new();
     for user in users {
-        let records = store.export_user(*user).await.unwrap();
+        let records = store.export_subject(Subjects::plain().stored_id(*user)).await.unwrap();
         history.insert(*user, records.into_iter().map(|r| (r.availability.to_string(), r.timestamp)).collect());
     }
     history
@@ -108,9 +109,13 @@ fn assert_same_history(
         let got = &recorded[user];
         let got_values: Vec<&String> = got.iter().map(|(a, _)| a).collect();
         let want_values: Vec<&String> = want.iter().map(|(a, _)| a).collect();
-        assert_eq!(got_values, want_values, "availabilities of {user}");
+        assert_eq!(got_values, want_values, "availabilities of {}", user.expose_object_id());
         for ((_, at), (_, slot)) in got.iter().zip(want) {
-            assert!(slot_of(*at).contains(slot), "{user}: record at {at} is not from the run of slot {slot}");
+            assert!(
+                slot_of(*at).contains(slot),
+                "{}: record at {at} is not from the run of slot {slot}",
+                user.expose_object_id()
+            );
         }
         records += got.len();
     }
@@ -189,7 +194,7 @@ async fn a_repeated_slot_writes_no_duplicate_and_loses_no_change() {
     for (user, records) in &recorded {
         let mut ats: Vec<_> = records.iter().map(|(_, at)| at).collect();
         ats.dedup();
-        assert_eq!(ats.len(), records.len(), "{user} has two records of one run");
+        assert_eq!(ats.len(), records.len(), "{} has two records of one run", user.expose_object_id());
     }
 }
 
@@ -275,7 +280,7 @@ async fn poll_once_runs_one_cycle_from_the_command_line() {
     assert!(line.contains(" users=300 ") && line.contains(" changes=300 "), "{line}");
     let store = SqliteStore::open(&db, None).await.unwrap();
     let user = sim.expected_users(&standard_groups()[..3])[0];
-    let records = store.export_user(user).await.unwrap();
+    let records = store.export_subject(Subjects::plain().stored_id(user)).await.unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].availability.as_str(), sim.truth(&user, sim.current_epoch()).unwrap());
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::store_cases::{plan, run_context, user};
-use teams_presence::store::HistoryStore;
+use teams_presence::store::RunStore;
 use teams_presence::store::sqlite::SqliteStore;
 
 async fn prepare(path: &Path) {
@@ -42,7 +42,7 @@ async fn json_export_lists_one_users_records_oldest_first() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("presence.db");
     prepare(&db).await;
-    let id = user(1).to_string();
+    let id = user(1).expose_object_id().to_string();
     let output = export(&db, &["--user", &id]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let records: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -61,7 +61,7 @@ async fn csv_export_quotes_what_needs_quoting() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("presence.db");
     prepare(&db).await;
-    let id = user(1).to_string();
+    let id = user(1).expose_object_id().to_string();
     let output = export(&db, &["--user", &id.to_uppercase(), "--format", "csv"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(
@@ -78,7 +78,7 @@ async fn an_unknown_user_exports_an_empty_list_and_a_bad_id_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("presence.db");
     prepare(&db).await;
-    let output = export(&db, &["--user", &user(9).to_string()]);
+    let output = export(&db, &["--user", &user(9).expose_object_id().to_string()]);
     assert!(output.status.success());
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(), serde_json::json!([]));
 
@@ -93,9 +93,12 @@ async fn records_past_the_retention_are_not_exported_because_they_are_gone() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("presence.db");
     prepare(&db).await;
-    let output = export_with_retention(&db, &["--user", &user(1).to_string()], "90");
+    let output = export_with_retention(&db, &["--user", &user(1).expose_object_id().to_string()], "90");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(), serde_json::json!([]));
     let file = std::fs::read(&db).unwrap();
-    assert!(!String::from_utf8_lossy(&file).contains(&user(1).to_string()), "deleted from the file on open");
+    assert!(
+        !String::from_utf8_lossy(&file).contains(&user(1).expose_object_id().to_string()),
+        "deleted from the file on open"
+    );
 }

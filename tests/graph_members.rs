@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::graph_sim::{client, run, settings};
 use teams_presence::graph::Tenant;
+use teams_presence::model::GroupId;
 use teams_presence::simulator::{Endpoint, Fault, GroupSpec, SimConfig, Simulator, standard_groups, user_id};
-use uuid::Uuid;
 
 #[tokio::test]
 async fn pages_are_followed_and_only_distinct_users_are_kept() {
@@ -46,7 +46,7 @@ async fn non_user_members_and_nested_groups_are_skipped_but_their_users_kept() {
 #[tokio::test]
 async fn a_missing_group_is_retried_then_reported_while_the_others_go_on() {
     let [a, ..] = standard_groups();
-    let missing = Uuid::from_u128(0xdead);
+    let missing = GroupId::from_u128(0xdead);
     let sim = Simulator::start(SimConfig::new(50).group(GroupSpec::new(a).users(0..50))).await.unwrap();
     let graph = client(&sim, &settings(&sim));
 

@@ -16,10 +16,10 @@ use chrono::Utc;
 use common::graph_sim::{FIXED_TOKEN, FixedToken};
 use common::log_capture::capture;
 use teams_presence::config::{GraphSettings, GraphTuning};
-use teams_presence::cycle::RunContext;
 use teams_presence::graph::Tenant;
 use teams_presence::graph::client::GraphClient;
 use teams_presence::model::{Slot, UserId};
+use teams_presence::run::RunContext;
 
 #[derive(Clone, Default)]
 struct Script {

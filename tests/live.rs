@@ -10,10 +10,11 @@ use chrono::{DurationRound, TimeDelta, Utc};
 use teams_presence::config::{
     CosmosSettings, DEFAULT_COSMOS_CONTAINER, DEFAULT_COSMOS_DATABASE, DEFAULT_COSMOS_STATE_CONTAINER,
 };
-use teams_presence::cycle::RunContext;
-use teams_presence::model::{Availability, ChangeRecord, Slot, UserId};
+use teams_presence::model::{Availability, ChangeRecord, Slot, SubjectId, UserId};
+use teams_presence::privacy::Subjects;
+use teams_presence::run::RunContext;
 use teams_presence::store::cosmos::CosmosStore;
-use teams_presence::store::{HistoryStore, RecordPlan};
+use teams_presence::store::{RecordPlan, Store, SubjectRequest};
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
@@ -71,15 +72,16 @@ async fn live_cosmos_records_exports_and_erases() {
         key: None,
     };
     let credential = teams_presence::identity::credential().expect("a credential from the environment");
-    let store: Arc<dyn HistoryStore> = Arc::new(CosmosStore::connect(&settings, Some(credential)).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(CosmosStore::connect(&settings, Some(credential)).await.unwrap());
     let now = Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap();
     let run = RunContext::new(format!("live-{}", uuid::Uuid::new_v4()), Slot::new(now), Duration::from_secs(120));
     // Fresh random ids, so earlier runs of this test leave nothing to collide with.
-    let users: Vec<UserId> = (0..3).map(|_| UserId::from_u128(uuid::Uuid::new_v4().as_u128())).collect();
+    let users: Vec<SubjectId> =
+        (0..3).map(|_| Subjects::plain().stored_id(UserId::from_uuid(uuid::Uuid::new_v4()))).collect();
     let plan = RecordPlan {
         changes: users
             .iter()
-            .map(|&user_id| ChangeRecord { user_id, availability: Availability::from("Available"), timestamp: now })
+            .map(|&subject| ChangeRecord { subject, availability: Availability::from("Available"), timestamp: now })
             .collect(),
         departed: Vec::new(),
         observed_at: now,
@@ -89,13 +91,13 @@ async fn live_cosmos_records_exports_and_erases() {
     assert_eq!(store.record(&run, plan.clone()).await.unwrap().written, 3);
     assert_eq!(store.record(&run, plan).await.unwrap().already_recorded, 3, "a repeated slot doubles nothing");
     for &user in &users {
-        let records = store.export_user(user).await.unwrap();
+        let records = store.export_subject(user).await.unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].availability.as_str(), "Available");
-        let erased = store.erase_user(&run, user).await.unwrap();
+        let erased = store.erase_subject(&SubjectRequest::new(Duration::from_secs(120)), user).await.unwrap();
         assert_eq!((erased.history_records, erased.state_entries), (1, 1));
-        assert!(store.export_user(user).await.unwrap().is_empty());
+        assert!(store.export_subject(user).await.unwrap().is_empty());
     }
     let charged = run.metrics.store_request_milli_units.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!("live Cosmos: {} RU for 2 record calls, 3 exports and 3 erasures", charged as f64 / 1000.0);
+    eprintln!("live Cosmos: {} RU for a state read and 2 record calls", charged as f64 / 1000.0);
 }

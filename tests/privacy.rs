@@ -13,16 +13,18 @@ use chrono::{TimeDelta, Utc};
 use common::cosmos_emulator::Emulator;
 use common::graph_sim;
 use common::handler_process::{HandlerProcess, tenant_env, timer_body};
-use common::store_cases::{StoredBytes, plan, run_context, user};
+use common::store_cases::{StoredBytes, plan, run_context, subject, user};
 use serde_json::Value;
-use teams_presence::cycle::{PollCycle, RunContext};
+use teams_presence::cycle::PollCycle;
 use teams_presence::graph::{GraphError, Membership, PresenceSnapshot, Tenant};
 use teams_presence::model::{Availability, ChangeRecord, GroupId, Observation, Slot, UserId};
-use teams_presence::privacy::{AuditOperation, PseudonymKey, Retention, Rights, Subjects};
+use teams_presence::privacy::{AuditOperation, PseudonymKey, Retention, Subjects};
+use teams_presence::rights::Rights;
+use teams_presence::run::RunContext;
 use teams_presence::simulator::{SimConfig, SimHandle, Simulator, standard_groups};
 use teams_presence::store::cosmos::{HISTORY_FIELDS, Tuning};
 use teams_presence::store::sqlite::SqliteStore;
-use teams_presence::store::{HistoryStore, RecordPlan};
+use teams_presence::store::{RecordPlan, RightsStore, RunStore, Store};
 
 /// Text the simulator puts in the presence fields the product must drop: the status message,
 /// the out-of-office message, and the activity values that are not also availability values.
@@ -223,7 +225,7 @@ async fn http_functions_export_and_erase_one_user_and_audit_it_without_their_id(
     deployment.run(0).await;
     deployment.run(1).await;
     let users = deployment.users();
-    let (target, neighbour) = (users[3], users[4]);
+    let (target, neighbour) = (users[3].expose_object_id(), users[4].expose_object_id());
 
     let (status, body, _) = deployment.http("function-export", "GET", &format!("user={target}")).await;
     assert_eq!(status, 200, "{body}");
@@ -273,7 +275,7 @@ async fn http_functions_export_and_erase_one_user_and_audit_it_without_their_id(
     let erase = &trail[2];
     assert_eq!(erase["records"].as_u64(), Some(exported));
     assert_eq!(erase["invocationId"], "function-erase-DELETE");
-    assert!(!StoredBytes(output.stdout.clone()).contains_user(target));
+    assert!(!StoredBytes(output.stdout.clone()).contains_id(target));
     assert!(!sqlite_bytes(&deployment.db).0.is_empty());
     let output = cli(&deployment, &["audit", "--user", &target.to_string()], &[]);
     let about_target: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
@@ -293,7 +295,7 @@ async fn erasure_of_a_user_out_of_scope_is_not_undone_by_the_next_run() {
         store.last_known(&run).await.unwrap();
         let mut plan = plan(1, &[], &[]);
         plan.changes.push(ChangeRecord {
-            user_id: former,
+            subject: Subjects::plain().stored_id(former),
             availability: "Away".into(),
             timestamp: Utc::now() - TimeDelta::days(1),
         });
@@ -302,7 +304,7 @@ async fn erasure_of_a_user_out_of_scope_is_not_undone_by_the_next_run() {
     // The next run sees they are out of scope and stops tracking them; their history stays.
     let reply = deployment.run(1).await;
     assert!(reply["Logs"][0].as_str().unwrap().contains("departed=1"), "{reply}");
-    let output = cli(&deployment, &["erase", "--user", &former.to_string()], &[]);
+    let output = cli(&deployment, &["erase", "--user", &former.expose_object_id().to_string()], &[]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(said.contains("1 history records and 0 state entries removed"), "{said}");
@@ -318,27 +320,28 @@ async fn the_pseudonym_mode_stores_no_object_id_and_export_and_erasure_work_from
     let users = deployment.users();
     let stored = sqlite_bytes(&deployment.db);
     for user in &users {
-        assert!(!stored.contains_user(*user), "object id {user} is stored in clear");
-        assert!(stored.contains_user(pseudonyms().stored_id(*user)), "its pseudonym is what is stored");
+        assert!(!stored.contains_user(*user), "object id {} is stored in clear", user.expose_object_id());
+        assert!(stored.contains_subject(pseudonyms().stored_id(*user)), "its pseudonym is what is stored");
     }
     assert!(!StoredBytes(deployment.logs().into_bytes()).contains_user(users[0]), "not even at debug level");
 
     let target = users[5];
-    let (status, body, _) = deployment.http("function-export", "GET", &format!("user={target}")).await;
+    let target_id = target.expose_object_id();
+    let (status, body, _) = deployment.http("function-export", "GET", &format!("user={target_id}")).await;
     assert_eq!(status, 200);
     assert!(body["exported"].as_u64().unwrap() >= 1);
-    assert!(body["records"].as_array().unwrap().iter().all(|r| r["userId"] == target.to_string()));
+    assert!(body["records"].as_array().unwrap().iter().all(|r| r["userId"] == target_id.to_string()));
     // The CLI needs the key too; without it the records cannot be found.
-    let with_key = cli(&deployment, &["export", "--user", &target.to_string()], &[("USER_ID_PSEUDONYM_KEY", KEY)]);
+    let with_key = cli(&deployment, &["export", "--user", &target_id.to_string()], &[("USER_ID_PSEUDONYM_KEY", KEY)]);
     let records: Vec<Value> = serde_json::from_slice(&with_key.stdout).unwrap();
     assert_eq!(records.len() as u64, body["exported"].as_u64().unwrap());
-    let without = cli(&deployment, &["export", "--user", &target.to_string()], &[]);
+    let without = cli(&deployment, &["export", "--user", &target_id.to_string()], &[]);
     assert_eq!(serde_json::from_slice::<Vec<Value>>(&without.stdout).unwrap(), Vec::<Value>::new());
 
-    let (status, body, _) = deployment.http("function-erase", "POST", &format!("user={target}")).await;
+    let (status, body, _) = deployment.http("function-erase", "POST", &format!("user={target_id}")).await;
     assert_eq!(status, 200);
     assert_eq!(body["erased"]["stateEntries"], 1);
-    assert!(!sqlite_bytes(&deployment.db).contains_user(pseudonyms().stored_id(target)));
+    assert!(!sqlite_bytes(&deployment.db).contains_subject(pseudonyms().stored_id(target)));
 }
 
 #[tokio::test]
@@ -386,15 +389,12 @@ impl Tenant for FixedTenant {
 
 /// State from long ago: the retention turns it into "unknown". An observed user is recorded
 /// again (the history in the window starts with what they were), an unobserved one is dropped.
-async fn state_past_retention_is_forgotten(store: Arc<dyn HistoryStore>) {
+async fn state_past_retention_is_forgotten(store: Arc<dyn Store>) {
     let old = Utc::now() - TimeDelta::days(120);
     let old_run = RunContext::new("old", Slot::new(old), Duration::from_secs(60));
     store.last_known(&old_run).await.unwrap();
-    let records = [(user(1), "Available"), (user(2), "Away"), (user(3), "Busy")].map(|(user_id, a)| ChangeRecord {
-        user_id,
-        availability: a.into(),
-        timestamp: old,
-    });
+    let records = [(subject(1), "Available"), (subject(2), "Away"), (subject(3), "Busy")]
+        .map(|(subject, a)| ChangeRecord { subject, availability: a.into(), timestamp: old });
     store
         .record(&old_run, RecordPlan { changes: records.to_vec(), departed: Vec::new(), observed_at: old })
         .await
@@ -415,9 +415,9 @@ async fn state_past_retention_is_forgotten(store: Arc<dyn HistoryStore>) {
     assert_eq!((summary.changes, summary.departed), (2, 1));
     let state = store.last_known(&run_context(3)).await.unwrap();
     let recent = Utc::now() - TimeDelta::hours(1);
-    assert!(state.get(&user(1)).is_some_and(|k| k.at > recent), "re-anchored");
-    assert!(state.get(&user(3)).is_some_and(|k| k.at > recent), "re-anchored");
-    assert!(state.get(&user(2)).is_none(), "unobserved past retention: no longer tracked");
+    assert!(state.get(&subject(1)).is_some_and(|k| k.at > recent), "re-anchored");
+    assert!(state.get(&subject(3)).is_some_and(|k| k.at > recent), "re-anchored");
+    assert!(state.get(&subject(2)).is_none(), "unobserved past retention: no longer tracked");
     assert_eq!(cycle.run(&run_context(3)).await.unwrap().changes, 0, "and then only changes again");
 }
 
@@ -443,7 +443,7 @@ async fn sqlite_deletes_records_past_retention_on_every_run_and_on_open() {
         let at = now - TimeDelta::days(days_ago);
         let run = RunContext::new("r", Slot::new(at), Duration::from_secs(60));
         let plan = RecordPlan {
-            changes: vec![ChangeRecord { user_id: user(1), availability: a.into(), timestamp: at }],
+            changes: vec![ChangeRecord { subject: subject(1), availability: a.into(), timestamp: at }],
             departed: Vec::new(),
             observed_at: at,
         };
@@ -456,12 +456,12 @@ async fn sqlite_deletes_records_past_retention_on_every_run_and_on_open() {
     }
     // The run dated 100 days ago deleted what was past retention at its time (200 days ago).
     let kept: Vec<String> =
-        store.export_user(user(1)).await.unwrap().iter().map(|r| r.availability.to_string()).collect();
+        store.export_subject(subject(1)).await.unwrap().iter().map(|r| r.availability.to_string()).collect();
     assert_eq!(kept, ["Away"]);
     drop(store);
     // Opened today, the rest is past retention too: history and state.
     let store = SqliteStore::open(&path, Some(Retention::days(90))).await.unwrap();
-    assert!(store.export_user(user(1)).await.unwrap().is_empty());
+    assert!(store.export_subject(subject(1)).await.unwrap().is_empty());
     assert!(store.last_known(&run_context(1)).await.unwrap().is_empty());
     assert!(!sqlite_bytes(&path).contains_user(user(1)), "deleted rows are overwritten in the file");
 }
@@ -469,7 +469,7 @@ async fn sqlite_deletes_records_past_retention_on_every_run_and_on_open() {
 #[tokio::test]
 async fn rights_work_on_cosmos_in_the_pseudonym_mode() {
     let emulator = Emulator::new();
-    let store: Arc<dyn HistoryStore> = Arc::new(emulator.store(Tuning::default(), Vec::new()).await);
+    let store: Arc<dyn Store> = Arc::new(emulator.store(Tuning::default(), Vec::new()).await);
     let tenant =
         Arc::new(FixedTenant { members: vec![user(1), user(2)], presence: vec![(user(1), "Busy"), (user(2), "Away")] });
     let cycle = PollCycle::new(vec![GroupId::from_u128(1)], tenant, store.clone())
@@ -477,7 +477,7 @@ async fn rights_work_on_cosmos_in_the_pseudonym_mode() {
     cycle.run(&run_context(1)).await.unwrap();
     let docs = serde_json::to_vec(&emulator.history_documents().await).unwrap();
     assert!(!StoredBytes(docs.clone()).contains_user(user(1)));
-    assert!(StoredBytes(docs).contains_user(pseudonyms().stored_id(user(1))));
+    assert!(StoredBytes(docs).contains_subject(pseudonyms().stored_id(user(1))));
 
     let rights = Rights::new(store.clone(), pseudonyms());
     let records = rights.export(user(1), "inv-export").await.unwrap();

@@ -22,11 +22,13 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use common::cosmos_emulator::Emulator;
 use common::oracle::{CompletedRun, FailedRun, Figures, compare, compare_with_failed_runs};
 use common::seeded::{Rng, long_profile, seed};
-use teams_presence::cycle::{PollCycle, RunContext, RunSummary};
+use teams_presence::cycle::PollCycle;
 use teams_presence::graph::Tenant;
 use teams_presence::model::{GroupId, Slot, UserId};
+use teams_presence::privacy::Subjects;
+use teams_presence::run::{RunContext, RunSummary};
 use teams_presence::simulator::{Endpoint, Fault, RetryAfter, SimConfig, SimHandle, Simulator, standard_groups};
-use teams_presence::store::HistoryStore;
+use teams_presence::store::Store;
 use teams_presence::store::cosmos::Tuning;
 use teams_presence::store::sqlite::SqliteStore;
 
@@ -42,7 +44,7 @@ struct Bench {
     groups: Vec<GroupId>,
     tenant: Arc<dyn Tenant>,
     cycle: PollCycle,
-    store: Arc<dyn HistoryStore>,
+    store: Arc<dyn Store>,
     first_slot: DateTime<Utc>,
     runs: Vec<CompletedRun>,
     failed: Vec<FailedRun>,
@@ -58,7 +60,7 @@ impl Bench {
         Self::with_store(users, store, dir).await
     }
 
-    async fn with_store(users: u32, store: Arc<dyn HistoryStore>, dir: tempfile::TempDir) -> Self {
+    async fn with_store(users: u32, store: Arc<dyn Store>, dir: tempfile::TempDir) -> Self {
         // Small pages so that one run reads many member pages (a group can vanish between two);
         // a tight presence throttle so that 429 storms also come from the simulator's own limit.
         // Tokens live 2 minutes: azure_identity re-fetches a token with 5 minutes or less left, so a
@@ -93,7 +95,7 @@ impl Bench {
     }
 
     /// The process restarted: a cold store instance over the same data, the same Graph client.
-    fn replace_store(&mut self, store: Arc<dyn HistoryStore>) {
+    fn replace_store(&mut self, store: Arc<dyn Store>) {
         self.cycle = PollCycle::new(self.groups.clone(), self.tenant.clone(), store.clone());
         self.store = store;
     }
@@ -132,7 +134,7 @@ impl Bench {
     async fn recorded(&self) -> HashMap<UserId, Vec<(String, DateTime<Utc>)>> {
         let mut recorded = HashMap::new();
         for user in &self.users {
-            let records = self.store.export_user(*user).await.unwrap();
+            let records = self.store.export_subject(Subjects::plain().stored_id(*user)).await.unwrap();
             recorded.insert(*user, records.into_iter().map(|r| (r.availability.to_string(), r.timestamp)).collect());
         }
         recorded

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use teams_presence::model::{Availability, ChangeRecord, Slot, UserId};
+use teams_presence::privacy::Subjects;
 use teams_presence::report::{
     Format, LedgerEntry, MinUsers, Policy, Report, ReportMode, ReportSpec, RunOutcome, SpecArgs, UNTRACKED, build,
     render,
@@ -54,9 +55,9 @@ fn fixture(mode: ReportMode, users: u128) -> Report {
     };
     let values = ["Available", "Available", "Busy", "Away", "BeRightBack", "DoNotDisturb", "AvailableIdle"];
     let selection = (1..=users).map(|i| {
-        let user = UserId::from_u128(0x1000 + i);
+        let user = Subjects::plain().stored_id(UserId::from_u128(0x1000 + i));
         let record = |at: DateTime<Utc>, value: &str| ChangeRecord {
-            user_id: user,
+            subject: user,
             availability: Availability::from(value),
             timestamp: at,
         };
@@ -187,7 +188,8 @@ fn per_user_page_renders_a_row_per_user_and_day_and_is_screenshotted() {
     }
     assert_eq!(tags(&dom, "subject").len(), 3);
     for user in 1..=3u128 {
-        assert!(dom.contains(&format!("User {}", UserId::from_u128(0x1000 + user))), "user {user} has no timeline");
+        let subject = Subjects::plain().stored_id(UserId::from_u128(0x1000 + user));
+        assert!(dom.contains(&format!("User {subject}")), "user {user} has no timeline");
     }
     // Gaps shown as such: the failed hour, the skipped slot, the untracked night, PresenceUnknown.
     assert!(dom.contains("title=\"Not observed, 14:00:00–15:00:00 (1 h)\""), "the failed hour is not a gap");

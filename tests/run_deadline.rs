@@ -16,11 +16,13 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use common::handler_process::{HandlerProcess, tenant_env, timer_body};
 use common::oracle::{CompletedRun, compare};
 use serde_json::Value;
-use teams_presence::cycle::{PollCycle, RunContext, RunSummary};
+use teams_presence::cycle::PollCycle;
 use teams_presence::model::{Slot, UserId};
+use teams_presence::privacy::Subjects;
+use teams_presence::run::{RunContext, RunSummary};
 use teams_presence::simulator::{Endpoint, Fault, SimConfig, SimHandle, Simulator, standard_groups};
-use teams_presence::store::HistoryStore;
 use teams_presence::store::sqlite::SqliteStore;
+use teams_presence::store::{RightsStore, RunStore};
 
 fn first_slot() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-24T00:00:00Z").unwrap().to_utc()
@@ -29,7 +31,7 @@ fn first_slot() -> DateTime<Utc> {
 async fn history(store: &SqliteStore, users: &[UserId]) -> HashMap<UserId, Vec<(String, DateTime<Utc>)>> {
     let mut recorded = HashMap::new();
     for user in users {
-        let records = store.export_user(*user).await.unwrap();
+        let records = store.export_subject(Subjects::plain().stored_id(*user)).await.unwrap();
         recorded.insert(*user, records.into_iter().map(|r| (r.availability.to_string(), r.timestamp)).collect());
     }
     recorded
@@ -76,7 +78,7 @@ impl Bench {
         let client = common::graph_sim::client(&sim, &settings);
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(&dir.path().join("presence.db"), None).await.unwrap());
-        let cycle = PollCycle::new(groups, Arc::new(client), store.clone() as Arc<dyn HistoryStore>);
+        let cycle = PollCycle::new(groups, Arc::new(client), store.clone() as Arc<dyn RunStore>);
         Self { sim, users, cycle, store, runs: Vec::new(), _dir: dir }
     }
 
@@ -215,7 +217,7 @@ async fn the_handler_returns_at_run_deadline_seconds_and_the_next_run_completes(
     let epoch = sim.current_epoch();
     for user in &users {
         let records = &recorded[user];
-        assert_eq!(records.len(), 1, "{user}");
-        assert_eq!(records[0].0, sim.truth(user, epoch).unwrap(), "{user}");
+        assert_eq!(records.len(), 1, "{}", user.expose_object_id());
+        assert_eq!(records[0].0, sim.truth(user, epoch).unwrap(), "{}", user.expose_object_id());
     }
 }

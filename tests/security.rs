@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::handler_process::{HandlerProcess, timer_body};
-use common::store_cases::{plan, run_context, user};
+use common::store_cases::{plan, run_context, subject, user};
 use common::tls_relay::{CA_PEM, TlsRelay};
 use serde_json::{Value, json};
 use teams_presence::model::GroupId;
 use teams_presence::simulator::{Endpoint, Fault, RetryAfter, SimConfig, Simulator, standard_groups};
-use teams_presence::store::HistoryStore;
 use teams_presence::store::sqlite::SqliteStore;
+use teams_presence::store::{RightsStore, RunStore};
 
 const PSEUDONYM_KEY_BYTES: &[u8; 32] = b"pseudonym-key-for-security-test!";
 const CLIENT_SECRET: &str = "Z3t~bystander-client-secret-41c9";
@@ -202,7 +202,7 @@ async fn no_token_or_secret_in_any_log_or_response_under_graph_and_token_faults(
         }
         seen.add(body);
     }
-    let member = sim.expected_users(&standard_groups()[..1])[0].to_string();
+    let member = sim.expected_users(&standard_groups()[..1])[0].expose_object_id().to_string();
     for (function, body) in [
         ("function-export", http_body("GET", "privacy/export", &[("user", &member)])),
         ("function-export", http_body("GET", "privacy/export", &[("user", &member), ("format", "csv")])),
@@ -233,7 +233,7 @@ async fn no_token_or_secret_in_any_log_or_response_under_graph_and_token_faults(
     // the id the caller sent).
     let logs: Vec<String> = handler.stdout_lines().into_iter().chain(handler.stderr_lines()).collect();
     for id in sim.expected_users(&standard_groups()[..3]) {
-        let id = id.to_string();
+        let id = id.expose_object_id().to_string();
         assert!(!logs.iter().any(|l| l.contains(&id)), "user id {id} in the logs in pseudonym mode");
     }
 }
@@ -348,7 +348,7 @@ async fn the_cosmos_key_never_appears_when_cosmos_fails() {
         let (status, body) = invoke(&handler, "function-timer", &format!("inv-c{i}"), timer(5 * (i + 1))).await;
         assert_eq!(status, 500, "{body}");
         seen.add(body);
-        let export = http_body("GET", "privacy/export", &[("user", &user(1).to_string())]);
+        let export = http_body("GET", "privacy/export", &[("user", &user(1).expose_object_id().to_string())]);
         seen.add(invoke(&handler, "function-export", &format!("inv-e{i}"), export).await.1);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -415,7 +415,7 @@ fn the_cosmos_store_logs_no_key_under_store_faults() {
             if let Err(e) = result {
                 errors.push(e.to_string());
             }
-            if let Err(e) = store.export_user(user(1)).await {
+            if let Err(e) = store.export_subject(subject(1)).await {
                 errors.push(e.to_string());
             }
         }
@@ -546,7 +546,7 @@ async fn requests_that_are_not_the_hosts_invocation_get_4xx_and_change_nothing()
     prepare(&db).await;
     let handler =
         HandlerProcess::start(&env(&[("PRESENCE_DB", &db.display().to_string()), ("RETENTION_DAYS", "3650")]));
-    let id = user(1).to_string();
+    let id = user(1).expose_object_id().to_string();
     let client = reqwest::Client::new();
     let send = |method: reqwest::Method, path: String, body: String| {
         let request = client.request(method, handler.url(&path)).header("content-type", "application/json").body(body);
@@ -636,7 +636,7 @@ async fn the_declared_methods_are_the_ones_the_handler_accepts() {
         let route = trigger["route"].as_str().unwrap().to_string();
         for method in ["get", "post", "put", "patch", "delete", "head", "options"] {
             let declared = trigger["methods"].as_array().unwrap().iter().any(|m| m == method);
-            let who = user(2).to_string();
+            let who = user(2).expose_object_id().to_string();
             let body = http_body(&method.to_uppercase(), &route, &[("user", &who)]);
             let (status, text) = invoke(&handler, folder, "inv-m", body).await;
             assert_eq!(status, 200, "{text}");

@@ -24,11 +24,11 @@ async fn bearer(sim: &SimHandle, http: &reqwest::Client) -> String {
 async fn single_user_presence_shares_the_presence_limit() {
     let sim = Simulator::start(SimConfig::new(10).throttle(3, Duration::from_secs(30))).await.unwrap();
     let http = reqwest::Client::new();
-    let url = |i: u32| format!("{}/users/{}/presence", sim.base_url(), user_id(i));
+    let url = |i: u32| format!("{}/users/{}/presence", sim.base_url(), user_id(i).expose_object_id());
     assert_eq!(http.get(url(1)).send().await.unwrap().status(), 401, "a token is required");
     let auth = bearer(&sim, &http).await;
     let one: Value = http.get(url(1)).header("Authorization", &auth).send().await.unwrap().json().await.unwrap();
-    assert_eq!(one["id"], user_id(1).to_string());
+    assert_eq!(one["id"], user_id(1).expose_object_id().to_string());
     assert!(one["availability"].is_string());
     let unknown = http.get(url(99)).header("Authorization", &auth).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
@@ -36,7 +36,7 @@ async fn single_user_presence_shares_the_presence_limit() {
     let batch = http
         .post(format!("{}/communications/getPresencesByUserId", sim.base_url()))
         .header("Authorization", &auth)
-        .json(&json!({"ids": [user_id(2).to_string()]}))
+        .json(&json!({"ids": [user_id(2).expose_object_id().to_string()]}))
         .send()
         .await
         .unwrap();
@@ -57,7 +57,7 @@ async fn batch_items_are_throttled_one_by_one_and_at_most_20_are_accepted() {
             .unwrap();
     let http = reqwest::Client::new();
     let auth = bearer(&sim, &http).await;
-    let item = |i: u32| json!({"id": i.to_string(), "method": "GET", "url": format!("/users/{}/presence", user_id(i))});
+    let item = |i: u32| json!({"id": i.to_string(), "method": "GET", "url": format!("/users/{}/presence", user_id(i).expose_object_id())});
     let too_many: Vec<Value> = (0..21).map(item).collect();
     let refused = http
         .post(format!("{}/$batch", sim.base_url()))
@@ -86,7 +86,7 @@ async fn batch_items_are_throttled_one_by_one_and_at_most_20_are_accepted() {
     let throttled: Vec<&Value> = responses.iter().filter(|r| r["status"] == 429).collect();
     assert_eq!((ok.len(), throttled.len()), (5, 3), "each item counts against the limit of five");
     for r in ok {
-        assert_eq!(r["body"]["id"], user_id(r["id"].as_str().unwrap().parse().unwrap()).to_string());
+        assert_eq!(r["body"]["id"], user_id(r["id"].as_str().unwrap().parse().unwrap()).expose_object_id().to_string());
     }
     for r in throttled {
         let wait: f64 = r["headers"]["Retry-After"].as_str().unwrap().parse().unwrap();
@@ -109,7 +109,7 @@ async fn per_call_latency_spreads_within_the_configured_range() {
     for i in 0..8 {
         let started = Instant::now();
         let r = http
-            .get(format!("{}/users/{}/presence", sim.base_url(), user_id(i)))
+            .get(format!("{}/users/{}/presence", sim.base_url(), user_id(i).expose_object_id()))
             .header("Authorization", &auth)
             .send()
             .await

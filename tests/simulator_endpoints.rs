@@ -72,7 +72,7 @@ async fn client_credentials_endpoint_issues_tokens_for_the_configured_secret() {
 async fn presence_needs_a_valid_token_and_at_most_650_ids() {
     let sim = Simulator::start(SimConfig::new(1_000).token_lifetime(Duration::from_secs(1))).await.unwrap();
     let http = reqwest::Client::new();
-    let ids = |n: u32| json!({"ids": (0..n).map(|i| user_id(i).to_string()).collect::<Vec<_>>()});
+    let ids = |n: u32| json!({"ids": (0..n).map(|i| user_id(i).expose_object_id().to_string()).collect::<Vec<_>>()});
     let no_token = http.post(presence_url(&sim)).json(&ids(1)).send().await.unwrap();
     assert_eq!(no_token.status(), 401);
     let token = mi_token(&sim, &http).await;
@@ -96,7 +96,7 @@ async fn presence_is_throttled_past_the_limit_with_a_fractional_retry_after() {
     let sim = Simulator::start(SimConfig::new(10).throttle(3, Duration::from_secs(2))).await.unwrap();
     let http = reqwest::Client::new();
     let token = mi_token(&sim, &http).await;
-    let body = json!({"ids": [user_id(1).to_string()]});
+    let body = json!({"ids": [user_id(1).expose_object_id().to_string()]});
     for _ in 0..3 {
         let r = http.post(presence_url(&sim)).bearer_auth(&token).json(&body).send().await.unwrap();
         assert_eq!(r.status(), 200);

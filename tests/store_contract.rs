@@ -7,9 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use common::cosmos_emulator::Emulator;
 use common::store_cases::{self as cases, Backend, StoredBytes};
-use teams_presence::store::HistoryStore;
 use teams_presence::store::cosmos::Tuning;
 use teams_presence::store::sqlite::SqliteStore;
+use teams_presence::store::{RightsStore, RunStore, Store};
 
 struct Sqlite {
     dir: tempfile::TempDir,
@@ -23,7 +23,7 @@ impl Sqlite {
 
 #[async_trait]
 impl Backend for Sqlite {
-    async fn open(&self) -> Arc<dyn HistoryStore> {
+    async fn open(&self) -> Arc<dyn Store> {
         Arc::new(SqliteStore::open(&self.dir.path().join("presence.db"), None).await.unwrap())
     }
 
@@ -62,7 +62,7 @@ impl Cosmos {
 
 #[async_trait]
 impl Backend for Cosmos {
-    async fn open(&self) -> Arc<dyn HistoryStore> {
+    async fn open(&self) -> Arc<dyn Store> {
         Arc::new(self.emulator.store(self.tuning.clone(), Vec::new()).await)
     }
 
@@ -148,7 +148,7 @@ contract!(cosmos, Cosmos::new(), Cosmos::small());
 async fn an_embedded_store_keyed_by_record_id_is_migrated_with_its_records() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("presence.db");
-    let (a, b) = (cases::user(1), cases::user(2));
+    let (a, b) = (cases::subject(1), cases::subject(2));
     let at = |run| teams_presence::store::format_timestamp(cases::observed(run));
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
@@ -181,8 +181,8 @@ async fn an_embedded_store_keyed_by_record_id_is_migrated_with_its_records() {
     let values = |records: Vec<teams_presence::model::ChangeRecord>| -> Vec<String> {
         records.iter().map(|r| r.availability.to_string()).collect()
     };
-    assert_eq!(values(store.export_user(a).await.unwrap()), ["Available", "Busy"]);
-    assert_eq!(values(store.export_user(b).await.unwrap()), ["Away"]);
+    assert_eq!(values(store.export_subject(a).await.unwrap()), ["Available", "Busy"]);
+    assert_eq!(values(store.export_subject(b).await.unwrap()), ["Away"]);
     let state = store.last_known(&cases::run_context(3)).await.unwrap();
     assert_eq!(state.availability(&a).map(|v| v.as_str()), Some("Busy"));
 
@@ -190,7 +190,7 @@ async fn an_embedded_store_keyed_by_record_id_is_migrated_with_its_records() {
     assert_eq!(outcome.written, 1);
     let again = store.record(&cases::run_context(3), cases::plan(3, &[(1, "Away")], &[])).await.unwrap();
     assert_eq!((again.written, again.already_recorded), (0, 1), "the new key makes a repeated slot idempotent");
-    assert_eq!(values(store.export_user(a).await.unwrap()), ["Available", "Busy", "Away"]);
+    assert_eq!(values(store.export_subject(a).await.unwrap()), ["Available", "Busy", "Away"]);
     drop(store);
     let columns: Vec<String> = rusqlite::Connection::open(&path)
         .unwrap()
@@ -236,4 +236,52 @@ async fn a_cosmos_snapshot_in_progress_is_resized_when_the_state_grows() {
     }
     let state = emulator.store(Tuning::default(), Vec::new()).await.last_known(&cases::run_context(5)).await.unwrap();
     assert_eq!(state.len(), 800, "a cold instance rebuilds everyone");
+}
+
+/// An erasure on Cosmos DB stops at its request's deadline, so the HTTP function answers before
+/// the host's timeout: out of time, it starts nothing; slowed down part-way, it gives up at the
+/// deadline instead of running on. What it did not delete stays, and a repeat completes it.
+#[tokio::test]
+async fn a_cosmos_erasure_stops_at_its_deadline_and_a_repeat_completes_it() {
+    use azure_data_cosmos::fault_injection::{
+        FaultInjectionConditionBuilder, FaultInjectionResultBuilder, FaultInjectionRuleBuilder, FaultOperationType,
+    };
+    use teams_presence::store::{StoreError, SubjectRequest};
+    let emulator = Emulator::new();
+    let store = emulator.store(Tuning::default(), Vec::new()).await;
+    let runs = 1..=6i64;
+    for run in runs.clone() {
+        let value = if run % 2 == 0 { "Away" } else { "Busy" };
+        store.last_known(&cases::run_context(run)).await.unwrap();
+        store.record(&cases::run_context(run), cases::plan(run, &[(1, value), (2, "Away")], &[])).await.unwrap();
+    }
+    let subject = cases::subject(1);
+    let kept = || async { emulator.store(Tuning::default(), Vec::new()).await.export_subject(subject).await.unwrap() };
+
+    let out_of_time = store.erase_subject(&SubjectRequest::new(std::time::Duration::ZERO), subject).await;
+    assert!(matches!(out_of_time, Err(StoreError::Deadline { .. })), "{out_of_time:?}");
+    assert_eq!(kept().await.len(), runs.clone().count(), "nothing was deleted");
+
+    let slow_deletes = Arc::new(
+        FaultInjectionRuleBuilder::new(
+            "slow-deletes",
+            FaultInjectionResultBuilder::new().with_delay(std::time::Duration::from_secs(5)).build(),
+        )
+        .with_condition(
+            FaultInjectionConditionBuilder::new().with_operation_type(FaultOperationType::DeleteItem).build(),
+        )
+        .build(),
+    );
+    let slowed = emulator.store(Tuning::default(), vec![slow_deletes]).await;
+    let started = std::time::Instant::now();
+    let cut = slowed.erase_subject(&SubjectRequest::new(std::time::Duration::from_millis(300)), subject).await;
+    assert!(matches!(cut, Err(StoreError::Deadline { .. })), "{cut:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "gave up at the deadline: {:?}", started.elapsed());
+    assert_eq!(kept().await.len(), runs.clone().count(), "the slowed deletes were given up, not half-done");
+
+    let erased = store.erase_subject(&cases::request(), subject).await.unwrap();
+    assert_eq!((erased.history_records, erased.state_entries), (runs.clone().count(), 1));
+    assert!(kept().await.is_empty());
+    let neighbour = store.export_subject(cases::subject(2)).await.unwrap();
+    assert_eq!(neighbour.len(), runs.count(), "the neighbour keeps their records");
 }

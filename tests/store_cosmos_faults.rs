@@ -12,8 +12,8 @@ use azure_data_cosmos::fault_injection::{
     FaultInjectionRule, FaultInjectionRuleBuilder, FaultOperationType,
 };
 use common::cosmos_emulator::Emulator;
-use common::store_cases::{plan, run_context, user};
-use teams_presence::store::HistoryStore;
+use common::store_cases::{plan, run_context, subject};
+use teams_presence::store::RunStore;
 use teams_presence::store::cosmos::{HISTORY_FIELDS, Tuning};
 
 const USERS: u128 = 60;
@@ -54,7 +54,7 @@ async fn assert_history_is_exactly(emulator: &Emulator, runs: &[i64]) {
 }
 
 async fn record_run(
-    store: &dyn HistoryStore,
+    store: &dyn RunStore,
     run: i64,
 ) -> Result<teams_presence::store::RecordOutcome, teams_presence::store::StoreError> {
     store.last_known(&run_context(run)).await?;
@@ -144,13 +144,15 @@ async fn a_run_that_fails_part_way_is_completed_by_the_next_one() {
     // The next run (next slot, same observations) writes only what is missing.
     faults.disable();
     let cold = emulator.store(Tuning::default(), Vec::new()).await;
-    for store in [&store as &dyn HistoryStore, &cold] {
+    for store in [&store as &dyn RunStore, &cold] {
         let state = store.last_known(&run_context(2)).await.unwrap();
         assert_eq!(state.len(), written_before, "what was written is known");
     }
     let state = store.last_known(&run_context(2)).await.unwrap();
-    let next: Vec<(u128, &str)> =
-        changes(1).into_iter().filter(|(u, a)| state.availability(&user(*u)).map(|k| k.as_str()) != Some(*a)).collect();
+    let next: Vec<(u128, &str)> = changes(1)
+        .into_iter()
+        .filter(|(u, a)| state.availability(&subject(*u)).map(|k| k.as_str()) != Some(*a))
+        .collect();
     assert_eq!(next.len(), USERS as usize - written_before);
     let outcome = store.record(&run_context(2), plan(2, &next, &[])).await.unwrap();
     assert_eq!(outcome.written, next.len());

@@ -81,7 +81,12 @@ fn assert_clear_error(bench: &HostBench, error: &str, problem: &str) {
 /// Everything stored before the fault is still there, unchanged, at the start of each history.
 fn assert_kept(before: &History, after: &History) {
     for (user, records) in before {
-        assert_eq!(&after[user][..records.len()], &records[..], "{user}: records stored before the fault");
+        assert_eq!(
+            &after[user][..records.len()],
+            &records[..],
+            "{}: records stored before the fault",
+            user.expose_object_id()
+        );
     }
 }
 

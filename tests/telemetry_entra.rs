@@ -14,9 +14,10 @@ use azure_core::credentials::TokenCredential;
 use chrono::{TimeZone, Utc};
 use common::ingestion::IngestionServer;
 use common::token_endpoint::{IDENTITY_HEADER_SECRET, TokenEndpoint, token_for};
-use teams_presence::cycle::{PollCycle, RunContext};
+use teams_presence::cycle::PollCycle;
 use teams_presence::graph::{GraphError, Membership, PresenceSnapshot, Tenant};
 use teams_presence::model::{GroupId, Slot, UserId};
+use teams_presence::run::RunContext;
 use teams_presence::store::sqlite::SqliteStore;
 use teams_presence::telemetry::instrumented::{InstrumentedStore, InstrumentedTenant};
 use teams_presence::telemetry::{ExportSettings, Telemetry};
@@ -43,7 +44,7 @@ async fn run_once(telemetry: &Telemetry, invocation_id: &str) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("presence.db"), None).await.unwrap());
     let cycle = PollCycle::new(
-        vec![uuid::Uuid::from_u128(7)],
+        vec![teams_presence::model::GroupId::from_u128(7)],
         Arc::new(InstrumentedTenant(Arc::new(EmptyTenant))),
         Arc::new(InstrumentedStore(store)),
     );

@@ -19,11 +19,12 @@ use common::ingestion::{INSTRUMENTATION_KEY, IngestionServer, Upload, envelope};
 use common::log_capture::Captured as Console;
 use common::{cosmos_emulator, graph_sim};
 use serde_json::Value;
-use teams_presence::cycle::{CycleError, PollCycle, RunContext, RunSummary};
+use teams_presence::cycle::{CycleError, PollCycle};
 use teams_presence::graph::Tenant;
 use teams_presence::model::Slot;
+use teams_presence::run::{RunContext, RunSummary};
 use teams_presence::simulator::{Endpoint, Fault, RetryAfter, SimConfig, SimHandle, Simulator, standard_groups};
-use teams_presence::store::HistoryStore;
+use teams_presence::store::Store;
 use teams_presence::store::sqlite::SqliteStore;
 use teams_presence::telemetry::instrumented::{InstrumentedStore, InstrumentedTenant};
 use teams_presence::telemetry::run_metrics::{FIGURES, RUNS};
@@ -117,7 +118,8 @@ fn no_user_ids(items: &[Value], sim: &SimHandle) {
     let users = sim.expected_users(&standard_groups()[..3]);
     let text = serde_json::to_string(items).unwrap();
     for user in users.iter().step_by(97) {
-        assert!(!text.contains(&user.to_string()), "user id {user} was exported");
+        let user = user.expose_object_id().to_string();
+        assert!(!text.contains(&user), "user id {user} was exported");
     }
 }
 
@@ -133,7 +135,7 @@ async fn throttled_tenant() -> SimHandle {
     sim
 }
 
-fn instrumented(sim: &SimHandle, store: Arc<dyn HistoryStore>) -> PollCycle {
+fn instrumented(sim: &SimHandle, store: Arc<dyn Store>) -> PollCycle {
     let client: Arc<dyn Tenant> = Arc::new(graph_sim::client(sim, &graph_sim::settings(sim)));
     PollCycle::new(
         standard_groups()[..3].to_vec(),

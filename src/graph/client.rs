@@ -11,8 +11,8 @@ use super::request::Sender;
 use super::token::TokenSource;
 use super::{GraphError, Membership, PresenceSnapshot, Tenant};
 use crate::config::GraphSettings;
-use crate::cycle::RunContext;
 use crate::model::{GroupId, UserId};
+use crate::run::RunContext;
 
 /// Graph rejects presence calls with more ids than this.
 pub const MAX_IDS_PER_PRESENCE_CALL: usize = 650;

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use super::client::GraphClient;
 use super::request::Call;
 use super::{GraphError, GroupProblem, Membership};
-use crate::cycle::{RunContext, RunMetrics};
 use crate::model::{GroupId, UserId};
+use crate::run::{RunContext, RunMetrics};
 
 const OPERATION: &str = "transitiveMembers";
 

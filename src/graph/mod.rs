@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::cycle::RunContext;
 use crate::model::{GroupId, Observation, UserId};
+use crate::run::RunContext;
 
 pub mod client;
 mod members;
+pub mod phases;
 mod presence;
 pub mod rate_limit;
 mod request;
@@ -45,6 +46,10 @@ pub struct Membership {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchFailure {
     pub ids: usize,
+    /// The user of a call for one id that Graph answered with an error: the one it refuses, once
+    /// a refused batch is bisected down to them. Not logged here: the cycle names them by their
+    /// stored id, since in pseudonym mode their object id must not reach a log line.
+    pub single_user: Option<UserId>,
     pub reason: String,
     /// Not a failure of Graph: the run's deadline came before the call could be made or finish.
     pub deadline: bool,

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::client::GraphClient;
+use super::phases;
 use super::request::Call;
 use super::{BatchFailure, GraphError, Membership, PresenceSnapshot};
-use crate::cycle::{RunContext, RunMetrics};
 use crate::model::{Availability, GroupId, Observation, UserId};
-use crate::telemetry::instrumented;
+use crate::run::{RunContext, RunMetrics};
 
 const OPERATION: &str = "getPresencesByUserId";
 
@@ -72,6 +72,7 @@ impl Outcome {
             unobserved: ids.to_vec(),
             failures: vec![BatchFailure {
                 ids: ids.len(),
+                single_user: None,
                 reason: error.to_string(),
                 deadline: matches!(error, GraphError::Deadline { .. }),
             }],
@@ -128,10 +129,10 @@ impl GraphClient {
         let size = self.presence_batch_size();
         // Two phase spans side by side (they overlap in time), as a run that reads them one after
         // the other would have them.
-        let (members_span, presence_span) = (instrumented::members_span(groups.len()), instrumented::presence_span());
+        let (members_span, presence_span) = (phases::members_span(groups.len()), phases::presence_span());
         let members = async {
             let result = self.transitive_user_members(groups, run, Some(sink)).await;
-            instrumented::record_members(&members_span, &result);
+            phases::record_members(&members_span, &result);
             result
         }
         .instrument(members_span.clone());
@@ -171,7 +172,7 @@ impl GraphClient {
         let (membership, total) = futures::join!(members, presence);
         let membership = membership?;
         let snapshot = total.map(|total| in_scope_snapshot(total, &membership));
-        instrumented::record_presence(&presence_span, &snapshot);
+        phases::record_presence(&presence_span, &snapshot);
         Ok((membership, snapshot?))
     }
 
@@ -205,10 +206,11 @@ impl GraphClient {
                     Ok(outcome)
                 }
                 Err(e) => {
-                    if ids.len() == 1 {
-                        tracing::debug!(user_id = %ids[0], error = %e, "Graph refused presence for this user");
+                    let mut outcome = Outcome::failed(ids, &e);
+                    if let ([user], [failure]) = (ids, outcome.failures.as_mut_slice()) {
+                        failure.single_user = Some(*user);
                     }
-                    Ok(Outcome::failed(ids, &e))
+                    Ok(outcome)
                 }
             }
         })
@@ -284,9 +286,9 @@ mod tests {
                 {{"id":"{}","availability":"Away"}},
                 {{"id":"not-a-guid","availability":"Away"}}
             ]}}"#,
-            id(1),
-            id(2),
-            id(99)
+            id(1).expose_object_id(),
+            id(2).expose_object_id(),
+            id(99).expose_object_id()
         );
         let interner = Interner::default();
         let outcome = read_response(&[id(1), id(2), id(3)], body.as_bytes(), &interner).unwrap();

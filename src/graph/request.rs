@@ -16,8 +16,8 @@ use super::rate_limit::RateLimiter;
 use super::retry::{RetryPolicy, Verdict, parse_retry_after};
 use super::token::TokenSource;
 use crate::config::GraphTuning;
-use crate::cycle::{RunContext, RunMetrics};
-use crate::telemetry::dependency;
+use crate::run::{RunContext, RunMetrics};
+use crate::spans;
 
 /// One logical Graph call (retries included).
 pub struct Call<'a> {
@@ -80,7 +80,7 @@ impl Sender {
             }
             let bearer = self.tokens.bearer().await?;
             // One dependency row per HTTP attempt: a 429 and its retry are two rows.
-            let span = dependency::graph_call(call.method.as_str(), call.url, attempt);
+            let span = spans::graph_call(call.method.as_str(), call.url, attempt);
             let exchange = self.attempt(call, run, &bearer, fresh_connection, attempt, &span);
             let step = match exchange.instrument(span.clone()).await? {
                 Err(Unauthorized) if !refreshed_token => {
@@ -152,13 +152,13 @@ impl Sender {
         let (status, headers, body) = match tokio::time::timeout_at(run.deadline, exchange).await {
             Err(_) => {
                 let error = deadline(call);
-                dependency::record_failure(span, &error);
+                spans::record_failure(span, &error);
                 return Err(error);
             }
             Ok(Err(e)) => {
                 // Transport failure or timeout: the message names the host and path, never a header.
                 let message = e.without_url().to_string();
-                dependency::record_failure(span, &message);
+                spans::record_failure(span, &message);
                 tracing::warn!(operation = call.operation, %client_request_id, attempt, error = %message, "Graph call failed");
                 if last_attempt {
                     return Err(GraphError::Call { operation: call.operation.into(), message });
@@ -168,13 +168,13 @@ impl Sender {
             }
             Ok(Ok(exchange)) => exchange,
         };
-        dependency::record_http_status(span, status.as_u16());
+        spans::record_http_status(span, status.as_u16());
         let verdict = RetryPolicy::verdict(status.as_u16());
         if verdict == Verdict::Success {
             return Ok(Ok(Attempt::Done(body)));
         }
         let request_id = header_text(&headers, "request-id");
-        dependency::record_request_id(span, &request_id);
+        spans::record_request_id(span, &request_id);
         let code = error_code(&body);
         if verdict == Verdict::Unauthorized {
             tracing::warn!(operation = call.operation, %client_request_id, request_id, code, "Graph refused the token");
@@ -202,7 +202,7 @@ impl Sender {
         };
         let throttled = status == StatusCode::TOO_MANY_REQUESTS;
         if throttled {
-            dependency::record_retry_after(span, wait);
+            spans::record_retry_after(span, wait);
             tracing::info!(operation = call.operation, retry_after, wait_ms = wait.as_millis() as u64, request_id, %client_request_id, attempt, "Graph throttled the call");
         } else {
             let message =

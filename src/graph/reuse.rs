@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
 
 use super::{GraphError, Membership, PresenceSnapshot, Tenant};
-use crate::cycle::RunContext;
 use crate::model::{GroupId, UserId};
+use crate::run::RunContext;
 
 /// A membership older than this is not reused (its refreshes kept failing): the run reads it.
 pub const REUSE_AT_MOST: Duration = Duration::from_secs(15 * 60);
@@ -205,7 +205,7 @@ mod tests {
     }
 
     fn ids(membership: &Membership) -> Vec<u128> {
-        membership.users.iter().map(|u| u.as_u128()).collect()
+        membership.users.iter().map(|u| u.expose_object_id().as_u128()).collect()
     }
 
     async fn poll(reuse: &MembershipReuse) -> Membership {

@@ -26,8 +26,9 @@ use tracing::{error, info, warn};
 
 use crate::app;
 use crate::config::{Config, ConfigError, RawSettings, StoreConfig};
-use crate::cycle::{PollCycle, RunContext};
-use crate::privacy::Rights;
+use crate::cycle::PollCycle;
+use crate::rights::Rights;
+use crate::run::RunContext;
 use crate::telemetry::{FailedStage, Telemetry};
 use invocation::TimerInvocation;
 

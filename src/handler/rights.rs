@@ -17,8 +17,8 @@ use tracing::{error, info, warn};
 use super::http_trigger::{self, HttpTrigger};
 use super::{AppState, invocation_id, invoke_error};
 use crate::app;
-use crate::model::UserId;
-use crate::privacy::{self, Rights};
+use crate::model::{self, UserId};
+use crate::rights::{self, Rights};
 
 #[derive(Clone, Copy)]
 enum Request {
@@ -70,7 +70,7 @@ async fn handle(state: Arc<AppState>, invocation_id: String, body: Bytes, reques
                 let logs = vec![format!("export records={}", records.len())];
                 ok(match format {
                     Format::Csv => {
-                        http_trigger::response(200, "text/csv; charset=utf-8", privacy::records_csv(&records), logs)
+                        http_trigger::response(200, "text/csv; charset=utf-8", rights::records_csv(&records), logs)
                     }
                     Format::Json => http_trigger::json_response(
                         200,
@@ -112,7 +112,7 @@ fn validate(trigger: &HttpTrigger, request: Request) -> Result<(UserId, Format),
     let user = trigger
         .param("user")
         .ok_or_else(|| "no user given: expected ?user=<the user's Entra object id (GUID)>".to_string())?;
-    let user = privacy::parse_user_id(&user).map_err(|e| format!("user {e}"))?;
+    let user = model::parse_user_id(&user).map_err(|e| format!("user {e}"))?;
     let format = match trigger.param("format").as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("json") => Format::Json,
         Some("csv") if matches!(request, Request::Export) => Format::Csv,

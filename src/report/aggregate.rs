@@ -10,7 +10,7 @@ use super::calendar::{DayWindow, bucket_spans, day_windows};
 use super::input::LedgerEntry;
 use super::interval::{Coverage, Cutter, Second, Segment, State, Windows};
 use super::{ReportError, ReportSpec};
-use crate::model::{ChangeRecord, UserId};
+use crate::model::{ChangeRecord, SubjectId};
 
 /// What the installation allows (`REPORT_MODE`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl Policy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
     /// `None` for an aggregate row.
-    pub user: Option<UserId>,
+    pub user: Option<SubjectId>,
     pub users: u64,
     pub start: Second,
     pub end: Second,
@@ -154,7 +154,7 @@ pub struct Row {
 /// Whose time a timeline shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Subject {
-    User(UserId),
+    User(SubjectId),
     Selection { users: u64 },
 }
 
@@ -235,7 +235,7 @@ struct Totals {
     /// Aggregate timelines: seconds per hour cell and value.
     hour_sums: Vec<Vec<u64>>,
     timelines: Vec<Timeline>,
-    seen: HashSet<UserId>,
+    seen: HashSet<SubjectId>,
 }
 
 impl Totals {
@@ -314,7 +314,7 @@ impl ReportBuilder {
     }
 
     /// Starts a user's records; each user is given once.
-    pub fn user(&mut self, user: UserId) -> Result<UserFeed<'_>, ReportError> {
+    pub fn user(&mut self, user: SubjectId) -> Result<UserFeed<'_>, ReportError> {
         if !self.totals.seen.insert(user) {
             return Err(ReportError::DuplicateUser);
         }
@@ -419,7 +419,7 @@ impl ReportBuilder {
 
 /// One user's records going into a report, oldest first.
 pub struct UserFeed<'b> {
-    user: UserId,
+    user: SubjectId,
     cutter: Cutter<'b>,
     tally: Tally<'b>,
     pushed: u64,
@@ -428,7 +428,7 @@ pub struct UserFeed<'b> {
 impl UserFeed<'_> {
     pub fn push(&mut self, record: ChangeRecord) -> Result<(), ReportError> {
         self.pushed += 1;
-        if record.user_id != self.user {
+        if record.subject != self.user {
             return Err(ReportError::ForeignRecord { position: self.pushed });
         }
         self.cutter.push(record.timestamp, record.availability, |segment| self.tally.count(segment))
@@ -502,7 +502,7 @@ pub fn build<U, R>(
     users: U,
 ) -> Result<Report, ReportError>
 where
-    U: IntoIterator<Item = (UserId, R)>,
+    U: IntoIterator<Item = (SubjectId, R)>,
     R: IntoIterator<Item = ChangeRecord>,
 {
     let mut builder = ReportBuilder::new(spec, ledger)?;

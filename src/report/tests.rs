@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Timelike, Utc};
 use proptest::prelude::*;
 
 use super::*;
-use crate::model::{Availability, ChangeRecord, UserId};
+use crate::model::{Availability, ChangeRecord, SubjectId};
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
@@ -14,8 +14,8 @@ fn runs(from: DateTime<Utc>, to: DateTime<Utc>, skip: impl Fn(DateTime<Utc>) -> 
     input::every_five_minutes(from, to, |r| (!skip(r)).then_some(RunOutcome::Succeeded))
 }
 
-fn record(user: UserId, at: DateTime<Utc>, value: &str) -> ChangeRecord {
-    ChangeRecord { user_id: user, availability: Availability::from(value), timestamp: at }
+fn record(user: SubjectId, at: DateTime<Utc>, value: &str) -> ChangeRecord {
+    ChangeRecord { subject: user, availability: Availability::from(value), timestamp: at }
 }
 
 fn per_user() -> Policy {
@@ -99,14 +99,14 @@ fn a_finished_report_checks_the_rules_again() {
     // A spec built by hand around the parser still cannot aggregate four users.
     let spec =
         spec(SpecArgs { from: Some("2026-03-02"), to: Some("2026-03-03"), ..SpecArgs::default() }, Policy::default());
-    let users = (1..=4).map(|i| (UserId::from_u128(i), Vec::new()));
+    let users = (1..=4).map(|i| (SubjectId::from_u128(i), Vec::new()));
     assert_eq!(build(spec, Vec::new(), users).unwrap_err(), ReportError::TooFewUsers { users: 4, min: 5 });
 }
 
 #[test]
 fn bad_streams_are_refused() {
     let spec = spec(SpecArgs { from: Some("2026-03-02"), to: Some("2026-03-03"), ..SpecArgs::default() }, per_user());
-    let (a, b) = (UserId::from_u128(1), UserId::from_u128(2));
+    let (a, b) = (SubjectId::from_u128(1), SubjectId::from_u128(2));
     let foreign = build(spec.clone(), Vec::new(), [(a, vec![record(b, at("2026-03-02T01:00:00Z"), "Busy")])]);
     assert_eq!(foreign.unwrap_err(), ReportError::ForeignRecord { position: 1 });
     let twice = build(spec, Vec::new(), [(a, Vec::new()), (a, Vec::new())]);
@@ -124,7 +124,7 @@ fn worked_example(rows: Rows, extra_users: u128) -> Report {
             entry.outcome = RunOutcome::Failed;
         }
     }
-    let (a, b) = (UserId::from_u128(0xa), UserId::from_u128(0xb));
+    let (a, b) = (SubjectId::from_u128(0xa), SubjectId::from_u128(0xb));
     let a_records = |user| {
         vec![
             record(user, at("2026-03-01T23:00:00Z"), "Offline"),
@@ -140,7 +140,7 @@ fn worked_example(rows: Rows, extra_users: u128) -> Report {
         record(b, at("2026-03-02T10:00:00Z"), "Offline"),
     ];
     let mut users = vec![(a, a_records(a)), (b, b_records)];
-    users.extend((1..=extra_users).map(|i| (UserId::from_u128(i), a_records(UserId::from_u128(i)))));
+    users.extend((1..=extra_users).map(|i| (SubjectId::from_u128(i), a_records(SubjectId::from_u128(i)))));
     let args = SpecArgs {
         from: Some("2026-03-02"),
         to: Some("2026-03-03"),
@@ -157,7 +157,7 @@ fn worked_example_per_user() {
     assert_eq!(keys, ["Available", "Busy", "Away", "Offline", "NotObserved"]);
     assert_eq!(report.rows.len(), 2);
     let (a, b) = (&report.rows[0], &report.rows[1]);
-    assert_eq!(a.user, Some(UserId::from_u128(0xa)));
+    assert_eq!(a.user, Some(SubjectId::from_u128(0xa)));
     // A: 00:00-08:00 Offline (an earlier record), 08:00-12:00 + 12:05-12:30 + 20:00-21:00 + 21:05-24:00
     // Available, 12:30-13:00 Away, 13:00-17:00 Busy; not observed: 12:00-12:05, 17:00-20:00, 21:00-21:05.
     assert_eq!(a.seconds, [4 * 3600 + 1500 + 3600 + 10_500, 4 * 3600, 1800, 8 * 3600, 300 + 3 * 3600 + 300]);
@@ -181,7 +181,7 @@ fn worked_example_aggregated_sums_person_seconds() {
 fn working_hours_restrict_what_is_counted() {
     let day = at("2026-03-02T00:00:00Z"); // a Monday
     let ledger = runs(day, day + TimeDelta::days(7), |_| false);
-    let user = UserId::from_u128(1);
+    let user = SubjectId::from_u128(1);
     let records = vec![record(user, day, "Available")];
     let args = SpecArgs {
         from: Some("2026-03-02"),
@@ -201,16 +201,16 @@ fn working_hours_restrict_what_is_counted() {
 fn rows_are_ordered_by_id_and_time_never_by_a_figure() {
     let day = at("2026-03-02T00:00:00Z");
     let ledger = runs(day, day + TimeDelta::days(2), |_| false);
-    let users: Vec<(UserId, Vec<ChangeRecord>)> = [3u128, 1, 2]
+    let users: Vec<(SubjectId, Vec<ChangeRecord>)> = [3u128, 1, 2]
         .into_iter()
         .map(|i| {
-            let u = UserId::from_u128(i);
+            let u = SubjectId::from_u128(i);
             (u, vec![record(u, day + TimeDelta::hours(i as i64), "Available")])
         })
         .collect();
     let args = SpecArgs { from: Some("2026-03-02"), to: Some("2026-03-04"), ..SpecArgs::default() };
     let report = build(spec(args, per_user()), ledger, users).unwrap();
-    let order: Vec<(u128, i64)> = report.rows.iter().map(|r| (r.user.unwrap().as_u128(), r.start)).collect();
+    let order: Vec<(u128, i64)> = report.rows.iter().map(|r| (r.user.unwrap().as_uuid().as_u128(), r.start)).collect();
     let monday = day.timestamp();
     assert_eq!(
         order,
@@ -260,12 +260,12 @@ proptest! {
                 entry.outcome = RunOutcome::Failed;
             }
         }
-        let users: Vec<(UserId, Vec<ChangeRecord>)> = users
+        let users: Vec<(SubjectId, Vec<ChangeRecord>)> = users
             .into_iter()
             .enumerate()
             .map(|(i, mut records)| {
                 records.sort();
-                let user = UserId::from_u128(i as u128 + 1);
+                let user = SubjectId::from_u128(i as u128 + 1);
                 (user, records.into_iter().map(|(s, v)| record(user, start + TimeDelta::seconds(s), VALUES[v])).collect())
             })
             .collect();
@@ -314,7 +314,7 @@ proptest! {
 
 #[test]
 fn day_buckets_are_23_and_25_hours_on_the_days_the_clocks_change() {
-    let user = UserId::from_u128(1);
+    let user = SubjectId::from_u128(1);
     for (from, to, lengths) in [("2026-03-28", "2026-03-31", [24, 23, 24]), ("2026-10-24", "2026-10-27", [24, 25, 24])]
     {
         let args = SpecArgs { tz: Some("Europe/Berlin"), from: Some(from), to: Some(to), ..SpecArgs::default() };

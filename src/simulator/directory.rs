@@ -16,12 +16,12 @@ const INDEX_MASK: u128 = 0xffff_ffff;
 
 /// The simulated user with index `i` (0-based).
 pub fn user_id(i: u32) -> UserId {
-    Uuid::from_u128(USER_BASE | u128::from(i))
+    UserId::from_u128(USER_BASE | u128::from(i))
 }
 
 /// The index of a simulated user id, if it is one.
 pub fn user_index(id: &UserId) -> Option<u32> {
-    let v = id.as_u128();
+    let v = id.expose_object_id().as_u128();
     (v & !INDEX_MASK == USER_BASE).then_some((v & INDEX_MASK) as u32)
 }
 
@@ -97,7 +97,10 @@ impl Flattened {
         let k = p - before;
         let i = self.ranges.partition_point(|(_, start)| *start <= k) - 1;
         let (range, start) = &self.ranges[i];
-        Some(Member { id: user_id(range.start + (k - start) as u32), odata_type: "#microsoft.graph.user" })
+        Some(Member {
+            id: user_id(range.start + (k - start) as u32).expose_object_id(),
+            odata_type: "#microsoft.graph.user",
+        })
     }
 
     pub fn user_indexes(&self) -> impl Iterator<Item = u32> + '_ {
@@ -134,10 +137,11 @@ fn flatten(spec: &GroupSpec, by_id: &HashMap<GroupId, &GroupSpec>, users: u32) -
         }
         let Some(s) = by_id.get(&g) else { continue };
         if g != spec.id {
-            nested_groups.push((g, "#microsoft.graph.group"));
+            nested_groups.push((g.as_uuid(), "#microsoft.graph.group"));
         }
         ranges.extend(s.users.iter().map(|r| r.start.min(users)..r.end.min(users)).filter(|r| !r.is_empty()));
-        let group_tag = u128::from(u32::from_le_bytes(g.as_bytes()[..4].try_into().unwrap_or_default())) << 32;
+        let group_tag =
+            u128::from(u32::from_le_bytes(g.as_uuid().as_bytes()[..4].try_into().unwrap_or_default())) << 32;
         for j in 0..s.others {
             let kind = ["#microsoft.graph.device", "#microsoft.graph.servicePrincipal", "#microsoft.graph.orgContact"]
                 [j as usize % 3];
@@ -189,9 +193,9 @@ mod tests {
 
     #[test]
     fn nested_and_overlapping_groups_flatten_to_each_member_once() {
-        let a = Uuid::from_u128(1);
-        let b = Uuid::from_u128(2);
-        let c = Uuid::from_u128(3);
+        let a = GroupId::from_u128(1);
+        let b = GroupId::from_u128(2);
+        let c = GroupId::from_u128(3);
         let specs = vec![
             GroupSpec::new(a).users(0..10).users(5..15).nested(b).others(4),
             GroupSpec::new(b).users(12..20).nested(c).nested(a),
@@ -202,8 +206,11 @@ mod tests {
         assert_eq!(g.user_count(), 23);
         assert_eq!(g.len(), 23 + 2 + 4);
         let members: Vec<Member> = (0..g.len()).map(|p| g.member(p).unwrap()).collect();
-        let users: Vec<u32> =
-            members.iter().filter(|m| m.odata_type.ends_with("user")).map(|m| user_index(&m.id).unwrap()).collect();
+        let users: Vec<u32> = members
+            .iter()
+            .filter(|m| m.odata_type.ends_with("user"))
+            .map(|m| user_index(&UserId::from_uuid(m.id)).unwrap())
+            .collect();
         let expected: Vec<u32> = (0..20).chain(100..103).collect();
         assert_eq!(users, expected);
         assert_eq!(members.iter().filter(|m| m.odata_type.ends_with("group")).count(), 2);
@@ -215,6 +222,6 @@ mod tests {
         for i in [0, 1, 999_999, u32::MAX] {
             assert_eq!(user_index(&user_id(i)), Some(i));
         }
-        assert_eq!(user_index(&Uuid::from_u128(7)), None);
+        assert_eq!(user_index(&UserId::from_u128(7)), None);
     }
 }

@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use crate::model::{GroupId, UserId};
 
@@ -162,7 +161,7 @@ impl SimConfig {
 
 /// The ids of `SimConfig::standard`'s groups; the first three are the ones to configure.
 pub fn standard_groups() -> [GroupId; 4] {
-    [1, 2, 3, 4].map(|n| Uuid::from_u128(0x6000_0000_0000_4000_8000_0000_0000_0000 | n))
+    [1, 2, 3, 4].map(|n| GroupId::from_u128(0x6000_0000_0000_4000_8000_0000_0000_0000 | n))
 }
 
 /// State shared by the request handlers.

@@ -21,6 +21,7 @@ use super::counters::Counters;
 use super::directory::{page_json, user_index};
 use super::faults::{Endpoint, Fault, RetryAfter};
 use super::presence_model::{AVAILABILITIES, activity, sequence_number};
+use crate::model::{GroupId, UserId};
 
 type Sim = State<Arc<Shared>>;
 
@@ -228,7 +229,8 @@ async fn transitive_members(
             ),
         )
     };
-    let Some((group_id, group)) = Uuid::try_parse(&id).ok().and_then(|g| Some((g, sim.directory.group(&g)?))) else {
+    let group = Uuid::try_parse(&id).ok().map(GroupId::from_uuid);
+    let Some((group_id, group)) = group.and_then(|g| Some((g, sim.directory.group(&g)?))) else {
         return not_found();
     };
     let top = match query.get("$top").map(|t| t.parse::<u32>()) {
@@ -239,7 +241,7 @@ async fn transitive_members(
         }
     }
     .min(sim.config.max_page_size);
-    let key = group_id.as_u128() as u64;
+    let key = group_id.as_uuid().as_u128() as u64;
     let offset = match query.get("$skiptoken") {
         None => 0,
         Some(token) => match u64::from_str_radix(token, 16).map(|t| t ^ key) {
@@ -306,7 +308,7 @@ async fn presences(
         let Ok(uuid) = Uuid::try_parse(id) else {
             return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid user id.");
         };
-        let index = user_index(&uuid).filter(|&i| i < sim.config.users);
+        let index = user_index(&UserId::from_uuid(uuid)).filter(|&i| i < sim.config.users);
         if index.is_some_and(|i| sim.rejected.contains(&i)) {
             return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "");
         }
@@ -358,8 +360,9 @@ fn write_presence(out: &mut String, uuid: &Uuid, i: u32, epoch: u64, state: &[u8
 fn one_presence(sim: &Shared, id: &str) -> Result<String, (StatusCode, &'static str, String)> {
     let not_found = || (StatusCode::NOT_FOUND, "Request_ResourceNotFound", format!("User '{id}' was not found."));
     let uuid = Uuid::try_parse(id).map_err(|_| not_found())?;
-    let index =
-        user_index(&uuid).filter(|&i| i < sim.config.users && !sim.missing.contains(&i)).ok_or_else(not_found)?;
+    let index = user_index(&UserId::from_uuid(uuid))
+        .filter(|&i| i < sim.config.users && !sim.missing.contains(&i))
+        .ok_or_else(not_found)?;
     let (epoch, state) = sim.model.read().unwrap_or_else(std::sync::PoisonError::into_inner).current();
     let mut out = String::with_capacity(600);
     write_presence(&mut out, &uuid, index, epoch, &state);

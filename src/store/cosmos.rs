@@ -17,6 +17,7 @@
 //! budgets; this module does not add a second retry loop. It makes retries safe instead.
 
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -34,18 +35,20 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 use url::Url;
 
 use super::state::Interner;
 use super::{
-    HistoryStore, Known, LastKnown, RecordOutcome, RecordPlan, StoreError, format_timestamp, parse_timestamp, record_id,
+    Known, LastKnown, RecordOutcome, RecordPlan, RightsStore, RunStore, StoreError, SubjectRequest, format_timestamp,
+    parse_subject, parse_timestamp, record_id,
 };
 use crate::config::CosmosSettings;
-use crate::cycle::{RunContext, RunMetrics};
-use crate::model::{ChangeRecord, Slot, UserId};
+use crate::model::{ChangeRecord, Slot, SubjectId};
 use crate::privacy::{AuditEntry, Erasure};
-use crate::telemetry::dependency;
+use crate::run::{RunContext, RunMetrics};
+use crate::spans;
 
 const HEAD_ID: &str = "head";
 /// The audit trail of data-subject requests: one small document, appended with `If-Match`
@@ -198,8 +201,8 @@ struct HistoryRow {
 }
 
 enum WriteResult {
-    Written(UserId, Known),
-    AlreadyRecorded { user: UserId, stored: Known, differs: bool },
+    Written(SubjectId, Known),
+    AlreadyRecorded { user: SubjectId, stored: Known, differs: bool },
 }
 
 impl CosmosStore {
@@ -285,7 +288,7 @@ impl CosmosStore {
             On::History => &self.history_name,
             On::State => &self.state_name,
         };
-        let span = dependency::cosmos_call(operation, &self.database, container, &self.endpoint);
+        let span = spans::cosmos_call(operation, &self.database, container, &self.endpoint);
         let result = work.instrument(span.clone()).await;
         if !span.is_disabled() {
             let (status, found) = match &result {
@@ -296,7 +299,7 @@ impl CosmosStore {
             let status = status
                 .or_else(|| found.as_ref().and_then(|d| d.status().map(|s| u16::from(s.status_code()))))
                 .unwrap_or(200);
-            dependency::record_cosmos_status(&span, status, charge);
+            spans::record_cosmos_status(&span, status, charge);
         }
         result
     }
@@ -311,11 +314,11 @@ impl CosmosStore {
         }
     }
 
-    async fn read_head(&self, run: &RunContext) -> Result<Option<(Head, Etag)>, StoreError> {
+    async fn read_head(&self, units: &AtomicU64) -> Result<Option<(Head, Etag)>, StoreError> {
         let read = self.state.read_item(HEAD_ID, HEAD_ID, None);
         match self.traced("read_item", On::State, read, |r| Some(r.diagnostics())).await {
             Ok(response) => {
-                charge(run, &response.diagnostics());
+                charge(units, &response.diagnostics());
                 let etag = response.headers().etag().cloned().ok_or_else(|| StoreError::Cosmos {
                     operation: "read the state head",
                     message: "no ETag".into(),
@@ -324,25 +327,28 @@ impl CosmosStore {
                 Ok(Some((head, etag)))
             }
             Err(e) if e.status().status_code() == StatusCode::NotFound => {
-                charge_error(run, &e);
+                charge_error(units, &e);
                 Ok(None)
             }
             Err(e) => {
-                charge_error(run, &e);
+                charge_error(units, &e);
                 Err(cosmos_error("read the state head", e))
             }
         }
     }
 
     /// Rebuilds the state from the snapshot the head names and the records written since.
-    async fn load(&self, run: &RunContext, head: Option<&Head>) -> Result<LastKnown, StoreError> {
+    async fn load(&self, units: &AtomicU64, head: Option<&Head>) -> Result<LastKnown, StoreError> {
         let mut state = LastKnown::default();
         let mut interner = Interner::default();
         let mut since = None;
         if let Some(head) = head {
             let ids: Vec<String> = (0..head.snap.shards).map(|i| shard_id(head.snap.bank, i)).collect();
-            let shards: Vec<ShardDoc> =
-                futures::stream::iter(ids).map(|id| self.read_shard(run, id)).buffer_unordered(8).try_collect().await?;
+            let shards: Vec<ShardDoc> = futures::stream::iter(ids)
+                .map(|id| self.read_shard(units, id))
+                .buffer_unordered(8)
+                .try_collect()
+                .await?;
             for shard in &shards {
                 decode_shard(shard, &mut interner, &mut state)?;
             }
@@ -350,7 +356,7 @@ impl CosmosStore {
                 since = Some(parse_timestamp(&head.snap.through)? - self.tuning.snapshot_margin);
             }
         }
-        let records = self.merge_records_since(run, since, &mut interner, &mut state).await?;
+        let records = self.merge_records_since(units, since, &mut interner, &mut state).await?;
         let departures = head.map(|h| decode_departures(&h.gone)).transpose()?.unwrap_or_default();
         for (user, at) in &departures {
             state.depart(user, *at);
@@ -366,40 +372,40 @@ impl CosmosStore {
     }
 
     /// A shard the head names must exist: its absence is corruption, not an empty shard.
-    async fn read_shard(&self, run: &RunContext, id: String) -> Result<ShardDoc, StoreError> {
-        self.read_shard_if_any(run, &id).await?.ok_or_else(|| StoreError::Corrupt {
+    async fn read_shard(&self, units: &AtomicU64, id: String) -> Result<ShardDoc, StoreError> {
+        self.read_shard_if_any(units, &id).await?.ok_or_else(|| StoreError::Corrupt {
             what: format!("snapshot shard {id}"),
             message: "the state head names it, but it does not exist".into(),
         })
     }
 
-    async fn read_shard_if_any(&self, run: &RunContext, id: &str) -> Result<Option<ShardDoc>, StoreError> {
+    async fn read_shard_if_any(&self, units: &AtomicU64, id: &str) -> Result<Option<ShardDoc>, StoreError> {
         let read = self.state.read_item(id.to_string(), id, None);
         match self.traced("read_item", On::State, read, |r| Some(r.diagnostics())).await {
             Ok(response) => {
-                charge(run, &response.diagnostics());
+                charge(units, &response.diagnostics());
                 response.into_model().map(Some).map_err(|e| corrupt(&format!("snapshot shard {id}"), e))
             }
             Err(e) if e.status().status_code() == StatusCode::NotFound => {
-                charge_error(run, &e);
+                charge_error(units, &e);
                 Ok(None)
             }
             Err(e) => {
-                charge_error(run, &e);
+                charge_error(units, &e);
                 Err(cosmos_error("read a state snapshot shard", e))
             }
         }
     }
 
-    async fn upsert_shard(&self, run: &RunContext, shard: &ShardDoc) -> Result<(), StoreError> {
+    async fn upsert_shard(&self, units: &AtomicU64, shard: &ShardDoc) -> Result<(), StoreError> {
         let upsert = self.state.upsert_item(shard.id.clone(), &shard.id, shard, None);
         match self.traced("upsert_item", On::State, upsert, |r| Some(r.diagnostics())).await {
             Ok(response) => {
-                charge(run, &response.diagnostics());
+                charge(units, &response.diagnostics());
                 Ok(())
             }
             Err(e) => {
-                charge_error(run, &e);
+                charge_error(units, &e);
                 Err(cosmos_error("write a state snapshot shard", e))
             }
         }
@@ -407,7 +413,7 @@ impl CosmosStore {
 
     async fn merge_records_since(
         &self,
-        run: &RunContext,
+        units: &AtomicU64,
         since: Option<DateTime<Utc>>,
         interner: &mut Interner,
         state: &mut LastKnown,
@@ -431,15 +437,15 @@ impl CosmosStore {
             let next = pages.try_next();
             let page = self.traced("query_items", On::History, next, |p| p.as_ref().map(|p| p.diagnostics())).await;
             let Some(page) = page.map_err(|e| {
-                charge_error(run, &e);
+                charge_error(units, &e);
                 cosmos_error("query recent history", e)
             })?
             else {
                 break;
             };
-            charge(run, &page.diagnostics());
+            charge(units, &page.diagnostics());
             for row in page.into_items() {
-                let user = parse_user(&row.user_id)?;
+                let user = parse_subject(&row.user_id)?;
                 let known =
                     Known { availability: interner.intern(&row.availability), at: parse_timestamp(&row.timestamp)? };
                 state.merge(user, known);
@@ -451,12 +457,12 @@ impl CosmosStore {
 
     async fn write_record(
         &self,
-        run: &RunContext,
+        units: &AtomicU64,
         change: ChangeRecord,
         slot: Slot,
     ) -> Result<WriteResult, StoreError> {
-        let id = record_id(change.user_id, slot).to_string();
-        let user = change.user_id.to_string();
+        let id = record_id(change.subject, slot).to_string();
+        let user = change.subject.to_string();
         let doc = HistoryDoc {
             id: id.clone(),
             user_id: user.clone(),
@@ -465,34 +471,34 @@ impl CosmosStore {
         };
         match self.history.create_item(user.clone(), &id, &doc, None).await {
             Ok(response) => {
-                charge(run, &response.diagnostics());
+                charge(units, &response.diagnostics());
                 Ok(WriteResult::Written(
-                    change.user_id,
+                    change.subject,
                     Known { availability: change.availability.clone(), at: change.timestamp },
                 ))
             }
             Err(e) if e.status().status_code() == StatusCode::Conflict => {
-                charge_error(run, &e);
-                let stored = self.read_record(run, &user, &id).await?;
+                charge_error(units, &e);
+                let stored = self.read_record(units, &user, &id).await?;
                 let differs = stored.availability != change.availability;
                 if differs {
-                    debug!(user = %change.user_id, "a repeated slot saw another value: the stored record stands");
+                    debug!(user = %change.subject, "a repeated slot saw another value: the stored record stands");
                 }
-                Ok(WriteResult::AlreadyRecorded { user: change.user_id, stored, differs })
+                Ok(WriteResult::AlreadyRecorded { user: change.subject, stored, differs })
             }
             Err(e) => {
-                charge_error(run, &e);
+                charge_error(units, &e);
                 Err(cosmos_error("write a history record", e))
             }
         }
     }
 
-    async fn read_record(&self, run: &RunContext, user: &str, id: &str) -> Result<Known, StoreError> {
+    async fn read_record(&self, units: &AtomicU64, user: &str, id: &str) -> Result<Known, StoreError> {
         let response = self.history.read_item(user.to_string(), id, None).await.map_err(|e| {
-            charge_error(run, &e);
+            charge_error(units, &e);
             cosmos_error("read an existing history record", e)
         })?;
-        charge(run, &response.diagnostics());
+        charge(units, &response.diagnostics());
         let doc: HistoryDoc = response.into_model().map_err(|e| corrupt("a history record", e))?;
         Ok(Known { availability: doc.availability.as_str().into(), at: parse_timestamp(&doc.timestamp)? })
     }
@@ -500,7 +506,7 @@ impl CosmosStore {
     /// Writes every record of the run; what was written before a failure stays written.
     async fn write_records(&self, run: &RunContext, plan: &RecordPlan) -> Result<Vec<WriteResult>, StoreError> {
         let writes = futures::stream::iter(plan.changes.iter().cloned())
-            .map(|change| self.write_record(run, change, run.slot))
+            .map(|change| self.write_record(&run.metrics.store_request_milli_units, change, run.slot))
             .buffer_unordered(self.tuning.write_concurrency.max(1))
             .collect::<Vec<_>>();
         let results = tokio::time::timeout_at(run.deadline, writes)
@@ -535,7 +541,7 @@ impl CosmosStore {
     /// crowd the head), and makes it the current snapshot once its last shard is in.
     async fn advance_snapshot(
         &self,
-        run: &RunContext,
+        units: &AtomicU64,
         state: &LastKnown,
         head: &mut Head,
         departures: usize,
@@ -549,7 +555,7 @@ impl CosmosStore {
         };
         let docs = encode_shards(state, next.shards as usize, next.bank, next.written as usize..end as usize)?;
         futures::stream::iter(docs)
-            .map(|doc| async move { self.upsert_shard(run, &doc).await })
+            .map(|doc| async move { self.upsert_shard(units, &doc).await })
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
             .await?;
@@ -559,7 +565,7 @@ impl CosmosStore {
             return Ok(());
         }
         let next = head.next.take().unwrap_or_default();
-        self.delete_surplus_shards(run, next.bank, next.shards, head.snap.other_shards).await?;
+        self.delete_surplus_shards(units, next.bank, next.shards, head.snap.other_shards).await?;
         let through = parse_timestamp(&next.through)?;
         // Departures before the first shard are in no shard; later ones may be in early shards.
         let mut departures = decode_departures(&head.gone)?;
@@ -576,7 +582,7 @@ impl CosmosStore {
     /// entries (and erased users' data).
     async fn delete_surplus_shards(
         &self,
-        run: &RunContext,
+        units: &AtomicU64,
         bank: u8,
         shards: u32,
         before: u32,
@@ -585,10 +591,10 @@ impl CosmosStore {
             let id = shard_id(bank, i);
             let delete = self.state.delete_item(id.clone(), &id, None);
             match self.traced("delete_item", On::State, delete, |r| Some(r.diagnostics())).await {
-                Ok(response) => charge(run, &response.diagnostics()),
-                Err(e) if e.status().status_code() == StatusCode::NotFound => charge_error(run, &e),
+                Ok(response) => charge(units, &response.diagnostics()),
+                Err(e) if e.status().status_code() == StatusCode::NotFound => charge_error(units, &e),
                 Err(e) => {
-                    charge_error(run, &e);
+                    charge_error(units, &e);
                     return Err(cosmos_error("delete a surplus snapshot shard", e));
                 }
             }
@@ -600,7 +606,7 @@ impl CosmosStore {
     /// Returns the new ETag, or `None` when another instance got there first.
     async fn write_head(
         &self,
-        run: &RunContext,
+        units: &AtomicU64,
         head: &Head,
         expected: Option<&Etag>,
     ) -> Result<Option<Etag>, StoreError> {
@@ -617,22 +623,22 @@ impl CosmosStore {
         };
         match result {
             Ok(response) => {
-                charge(run, &response.diagnostics());
+                charge(units, &response.diagnostics());
                 Ok(response.headers().etag().cloned())
             }
             Err(e) if matches!(e.status().status_code(), StatusCode::PreconditionFailed | StatusCode::Conflict) => {
-                charge_error(run, &e);
+                charge_error(units, &e);
                 Ok(None)
             }
             Err(e) => {
-                charge_error(run, &e);
+                charge_error(units, &e);
                 Err(cosmos_error("advance the state head", e))
             }
         }
     }
 
     /// Deletes every history document of `user` (one partition); returns how many were deleted.
-    async fn delete_history_of(&self, run: &RunContext, user: UserId) -> Result<usize, StoreError> {
+    async fn delete_history_of(&self, units: &AtomicU64, user: SubjectId) -> Result<usize, StoreError> {
         let partition = user.to_string();
         let ids: Vec<IdRow> = self
             .history
@@ -648,16 +654,16 @@ impl CosmosStore {
                 async move {
                     match self.history.delete_item(partition, &row.id, None).await {
                         Ok(response) => {
-                            charge(run, &response.diagnostics());
+                            charge(units, &response.diagnostics());
                             Ok(1)
                         }
                         // Gone already (a retried erasure, or the TTL got there first).
                         Err(e) if e.status().status_code() == StatusCode::NotFound => {
-                            charge_error(run, &e);
+                            charge_error(units, &e);
                             Ok(0)
                         }
                         Err(e) => {
-                            charge_error(run, &e);
+                            charge_error(units, &e);
                             Err(cosmos_error("delete a history record", e))
                         }
                     }
@@ -671,9 +677,9 @@ impl CosmosStore {
 
     /// Removes `user` from the snapshot shards of both banks and from the head's departures, then
     /// replaces the head so that every warm instance reloads a state without them.
-    async fn erase_from_state(&self, run: &RunContext, user: UserId) -> Result<(), StoreError> {
+    async fn erase_from_state(&self, units: &AtomicU64, user: SubjectId) -> Result<(), StoreError> {
         for _ in 0..OPTIMISTIC_ATTEMPTS {
-            let Some((head, etag)) = self.read_head(run).await? else { return Ok(()) };
+            let Some((head, etag)) = self.read_head(units).await? else { return Ok(()) };
             let snap = &head.snap;
             let other_bank = 1 - snap.bank.min(1);
             // The other bank holds the older snapshot and, if one is in progress, the new one's
@@ -683,13 +689,13 @@ impl CosmosStore {
             for (bank, shards) in banks {
                 if shards > 0 {
                     let id = shard_id(bank, u32::try_from(shard_of(&user, shards as usize)).unwrap_or(0));
-                    self.erase_from_shard(run, id, user).await?;
+                    self.erase_from_shard(units, id, user).await?;
                 }
             }
             let mut departures = decode_departures(&head.gone)?;
             departures.retain(|(u, _)| *u != user);
             let head = Head { gone: encode_departures(&departures), ..head };
-            if self.write_head(run, &head, Some(&etag)).await?.is_some() {
+            if self.write_head(units, &head, Some(&etag)).await?.is_some() {
                 return Ok(());
             }
             // A run on another instance advanced the head meanwhile (possibly with a new
@@ -701,10 +707,10 @@ impl CosmosStore {
         })
     }
 
-    async fn erase_from_shard(&self, run: &RunContext, id: String, user: UserId) -> Result<(), StoreError> {
-        let Some(shard) = self.read_shard_if_any(run, &id).await? else { return Ok(()) };
+    async fn erase_from_shard(&self, units: &AtomicU64, id: String, user: SubjectId) -> Result<(), StoreError> {
+        let Some(shard) = self.read_shard_if_any(units, &id).await? else { return Ok(()) };
         match shard_without(&shard, user)? {
-            Some(shard) => self.upsert_shard(run, &shard).await,
+            Some(shard) => self.upsert_shard(units, &shard).await,
             None => Ok(()),
         }
     }
@@ -740,13 +746,14 @@ impl CosmosStore {
     async fn record_plan(&self, run: &RunContext, plan: &RecordPlan) -> Result<RecordOutcome, StoreError> {
         let Some(mut warm) = self.warm() else {
             // The cycle reads the state first; without it the head cannot be advanced safely.
-            self.last_known(run).await?;
+            self.current_state(&run.metrics.store_request_milli_units).await?;
             return Box::pin(self.record_plan(run, plan)).await;
         };
         // Forget the warm state until this run completes: on failure the next run reloads it,
         // records written so far included.
         self.set_warm(None);
         let results = self.write_records(run, plan).await?;
+        let units = &run.metrics.store_request_milli_units;
 
         let mut outcome = RecordOutcome::default();
         let state = Arc::make_mut(&mut warm.state);
@@ -803,10 +810,10 @@ impl CosmosStore {
         }
         let crowded = departures.len() > self.tuning.max_departures_in_head;
         if head.next.is_some() && (!warm.loaded || crowded) {
-            self.advance_snapshot(run, state, &mut head, departures.len()).await?;
+            self.advance_snapshot(units, state, &mut head, departures.len()).await?;
         }
         warm.loaded = false;
-        match self.write_head(run, &head, etag).await? {
+        match self.write_head(units, &head, etag).await? {
             Some(new_etag) => {
                 warm.head = Some((head, new_etag));
                 self.set_warm(Some(warm));
@@ -824,9 +831,24 @@ impl CosmosStore {
 }
 
 #[async_trait]
-impl HistoryStore for CosmosStore {
+impl RunStore for CosmosStore {
     async fn last_known(&self, run: &RunContext) -> Result<Arc<LastKnown>, StoreError> {
-        let head = self.read_head(run).await?;
+        self.current_state(&run.metrics.store_request_milli_units).await
+    }
+
+    async fn record(&self, run: &RunContext, plan: RecordPlan) -> Result<RecordOutcome, StoreError> {
+        self.record_plan(run, &plan).await
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
+
+impl CosmosStore {
+    /// The last-known state: the warm copy if the head still names it, else loaded again.
+    async fn current_state(&self, units: &AtomicU64) -> Result<Arc<LastKnown>, StoreError> {
+        let head = self.read_head(units).await?;
         let current_etag = head.as_ref().map(|(_, etag)| etag);
         if let Some(warm) = self.warm() {
             if warm.head.as_ref().map(|(_, etag)| etag) == current_etag {
@@ -835,16 +857,15 @@ impl HistoryStore for CosmosStore {
             }
             info!("another instance advanced the state: reloading it");
         }
-        let state = Arc::new(self.load(run, head.as_ref().map(|(h, _)| h)).await?);
+        let state = Arc::new(self.load(units, head.as_ref().map(|(h, _)| h)).await?);
         self.set_warm(Some(Warm { head, state: state.clone(), loaded: true }));
         Ok(state)
     }
+}
 
-    async fn record(&self, run: &RunContext, plan: RecordPlan) -> Result<RecordOutcome, StoreError> {
-        self.record_plan(run, &plan).await
-    }
-
-    async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {
+#[async_trait]
+impl RightsStore for CosmosStore {
+    async fn export_subject(&self, user: SubjectId) -> Result<Vec<ChangeRecord>, StoreError> {
         let query = Query::from("SELECT c.userId, c.availability, c.timestamp FROM c");
         let rows: Vec<HistoryRow> = self
             .history
@@ -858,7 +879,7 @@ impl HistoryStore for CosmosStore {
             .into_iter()
             .map(|row| {
                 Ok(ChangeRecord {
-                    user_id: user,
+                    subject: user,
                     availability: row.availability.as_str().into(),
                     timestamp: parse_timestamp(&row.timestamp)?,
                 })
@@ -868,14 +889,26 @@ impl HistoryStore for CosmosStore {
         Ok(records)
     }
 
-    async fn erase_user(&self, run: &RunContext, user: UserId) -> Result<Erasure, StoreError> {
+    async fn erase_subject(&self, request: &SubjectRequest, user: SubjectId) -> Result<Erasure, StoreError> {
+        let deadline = || StoreError::Deadline { operation: "deleting a user's history" };
+        if Instant::now() >= request.deadline {
+            return Err(deadline());
+        }
+        let charged = AtomicU64::new(0);
+        let units = &charged;
         // Whether the user is tracked is read from the state as runs see it (snapshot plus recent
         // records), before anything is deleted.
-        let tracked = self.last_known(run).await?.get(&user).is_some();
+        let tracked = self.current_state(units).await?.get(&user).is_some();
         self.set_warm(None);
-        let history_records = self.delete_history_of(run, user).await?;
-        self.erase_from_state(run, user).await?;
+        // The deletes grow with the person's history: they stop at the deadline, so the function
+        // answers before the host's timeout; a repeated request deletes the rest.
+        let history_records = tokio::time::timeout_at(request.deadline, self.delete_history_of(units, user))
+            .await
+            .map_err(|_| deadline())??;
+        self.erase_from_state(units, user).await?;
         self.set_warm(None);
+        let store_request_units = charged.into_inner() as f64 / 1000.0;
+        debug!(history_records, tracked, store_request_units, "erased a user from history and state");
         Ok(Erasure { history_records, state_entries: usize::from(tracked) })
     }
 
@@ -911,14 +944,10 @@ impl HistoryStore for CosmosStore {
         entries.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
         Ok(entries)
     }
-
-    fn describe(&self) -> String {
-        self.description.clone()
-    }
 }
 
 /// `shard` without the entry of `user`, or `None` when it has none.
-fn shard_without(shard: &ShardDoc, user: UserId) -> Result<Option<ShardDoc>, StoreError> {
+fn shard_without(shard: &ShardDoc, user: SubjectId) -> Result<Option<ShardDoc>, StoreError> {
     let bytes = shard_entries(shard)?;
     let kept: Vec<u8> =
         bytes.chunks_exact(SHARD_ENTRY).filter(|entry| entry[..16] != user.as_bytes()[..]).flatten().copied().collect();
@@ -933,7 +962,7 @@ fn shard_id(bank: u8, index: u32) -> String {
 }
 
 /// Users are spread over shards by their id, so one user's entry is found in one known shard.
-fn shard_of(user: &UserId, shards: usize) -> usize {
+fn shard_of(user: &SubjectId, shards: usize) -> usize {
     let bytes = user.as_bytes();
     let mut low = [0u8; 8];
     low.copy_from_slice(&bytes[8..]);
@@ -999,7 +1028,7 @@ fn decode_shard(shard: &ShardDoc, interner: &mut Interner, state: &mut LastKnown
     for entry in bytes.chunks_exact(SHARD_ENTRY) {
         let (user, rest) = entry.split_at(16);
         let (index, millis) = rest.split_at(2);
-        let user = UserId::from_slice(user).map_err(|e| bad(e.to_string()))?;
+        let user = SubjectId::from_stored_bytes(user).map_err(|e| bad(e.to_string()))?;
         let index = usize::from(u16::from_le_bytes([index[0], index[1]]));
         let availability =
             values.get(index).cloned().ok_or_else(|| bad(format!("value index {index} out of range")))?;
@@ -1009,7 +1038,7 @@ fn decode_shard(shard: &ShardDoc, interner: &mut Interner, state: &mut LastKnown
     Ok(())
 }
 
-fn encode_departures(departures: &[(UserId, DateTime<Utc>)]) -> String {
+fn encode_departures(departures: &[(SubjectId, DateTime<Utc>)]) -> String {
     let mut bytes = Vec::with_capacity(departures.len() * GONE_ENTRY);
     for (user, at) in departures {
         bytes.extend_from_slice(user.as_bytes());
@@ -1018,7 +1047,7 @@ fn encode_departures(departures: &[(UserId, DateTime<Utc>)]) -> String {
     BASE64.encode(bytes)
 }
 
-fn decode_departures(text: &str) -> Result<Vec<(UserId, DateTime<Utc>)>, StoreError> {
+fn decode_departures(text: &str) -> Result<Vec<(SubjectId, DateTime<Utc>)>, StoreError> {
     let bad = |message: String| StoreError::Corrupt { what: "departures in the state head".into(), message };
     let bytes = BASE64.decode(text).map_err(|e| bad(e.to_string()))?;
     if bytes.len() % GONE_ENTRY != 0 {
@@ -1028,7 +1057,7 @@ fn decode_departures(text: &str) -> Result<Vec<(UserId, DateTime<Utc>)>, StoreEr
         .chunks_exact(GONE_ENTRY)
         .map(|entry| {
             let (user, millis) = entry.split_at(16);
-            let user = UserId::from_slice(user).map_err(|e| bad(e.to_string()))?;
+            let user = SubjectId::from_stored_bytes(user).map_err(|e| bad(e.to_string()))?;
             let at = millis_to_time(millis).ok_or_else(|| bad("timestamp out of range".into()))?;
             Ok((user, at))
         })
@@ -1040,22 +1069,18 @@ fn millis_to_time(bytes: &[u8]) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(millis)
 }
 
-fn parse_user(text: &str) -> Result<UserId, StoreError> {
-    UserId::try_parse(text)
-        .map_err(|e| StoreError::Corrupt { what: format!("user id {text:?}"), message: e.to_string() })
-}
-
-/// Adds what an operation cost, retries included, to the run's request units.
-fn charge(run: &RunContext, diagnostics: &DiagnosticsContext) {
-    let units = f64::from(diagnostics.total_request_charge());
-    if units.is_finite() && units > 0.0 {
-        RunMetrics::add(&run.metrics.store_request_milli_units, (units * 1000.0).round() as u64);
+/// Adds what an operation cost, retries included, to the request units of the run or the
+/// data-subject request it is part of (in thousandths).
+fn charge(units: &AtomicU64, diagnostics: &DiagnosticsContext) {
+    let charged = f64::from(diagnostics.total_request_charge());
+    if charged.is_finite() && charged > 0.0 {
+        RunMetrics::add(units, (charged * 1000.0).round() as u64);
     }
 }
 
-fn charge_error(run: &RunContext, error: &CosmosError) {
+fn charge_error(units: &AtomicU64, error: &CosmosError) {
     if let Some(diagnostics) = error.diagnostics() {
-        charge(run, &diagnostics);
+        charge(units, &diagnostics);
     }
 }
 
@@ -1080,7 +1105,7 @@ mod tests {
         let mut state = LastKnown::default();
         let at = Utc.with_ymd_and_hms(2025, 1, 31, 12, 0, 0).unwrap();
         for i in 0..1_000u128 {
-            let user = UserId::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+            let user = SubjectId::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
             let value = ["Available", "Away", "Busy"][(i % 3) as usize];
             state.set(user, Known { availability: value.into(), at: at + TimeDelta::milliseconds(i as i64) });
         }
@@ -1110,7 +1135,7 @@ mod tests {
         let mut state = LastKnown::default();
         for i in 0..users {
             state.set(
-                UserId::from_u128(i as u128),
+                SubjectId::from_u128(i as u128),
                 Known { availability: "Available".into(), at: DateTime::UNIX_EPOCH },
             );
         }
@@ -1121,7 +1146,7 @@ mod tests {
     #[test]
     fn departures_round_trip_and_reject_garbage() {
         let at = Utc.with_ymd_and_hms(2025, 1, 31, 12, 0, 0).unwrap();
-        let list = vec![(UserId::from_u128(1), at), (UserId::from_u128(2), at + TimeDelta::seconds(1))];
+        let list = vec![(SubjectId::from_u128(1), at), (SubjectId::from_u128(2), at + TimeDelta::seconds(1))];
         assert_eq!(decode_departures(&encode_departures(&list)).unwrap(), list);
         assert!(decode_departures("").unwrap().is_empty());
         assert!(decode_departures("AAAA").is_err());

@@ -14,10 +14,13 @@ use rusqlite::{Connection, params};
 use tracing::debug;
 
 use super::state::Interner;
-use super::{HistoryStore, Known, LastKnown, RecordOutcome, RecordPlan, StoreError, format_timestamp, parse_timestamp};
-use crate::cycle::RunContext;
-use crate::model::{ChangeRecord, Slot, UserId};
+use super::{
+    Known, LastKnown, RecordOutcome, RecordPlan, RightsStore, RunStore, StoreError, SubjectRequest, format_timestamp,
+    parse_subject, parse_timestamp,
+};
+use crate::model::{ChangeRecord, Slot, SubjectId};
 use crate::privacy::{AuditEntry, AuditOperation, Erasure, Retention};
+use crate::run::RunContext;
 
 /// History is keyed by (user, slot): a repeated slot finds its record, an export reads one key
 /// range, and a run that writes its changes in user order touches each B-tree page once. (Keyed
@@ -72,7 +75,7 @@ struct Applied {
     outcome: RecordOutcome,
     /// Changes whose slot already had a record: the state follows the stored one. Every other
     /// change was written as planned.
-    stored_instead: HashMap<UserId, Known>,
+    stored_instead: HashMap<SubjectId, Known>,
     version_before: i64,
     version_after: i64,
     /// State rows past retention were deleted: the in-memory copy is reloaded rather than patched.
@@ -138,10 +141,10 @@ impl SqliteStore {
                 for change in &plan.changes {
                     let known = applied
                         .stored_instead
-                        .get(&change.user_id)
+                        .get(&change.subject)
                         .cloned()
                         .unwrap_or_else(|| Known { availability: change.availability.clone(), at: change.timestamp });
-                    state.merge(change.user_id, known);
+                    state.merge(change.subject, known);
                 }
                 for user in &plan.departed {
                     state.depart(user, plan.observed_at);
@@ -301,11 +304,6 @@ fn parse_operation(text: &str) -> Result<AuditOperation, StoreError> {
     })
 }
 
-fn parse_user(text: &str) -> Result<UserId, StoreError> {
-    UserId::try_parse(text)
-        .map_err(|e| StoreError::Corrupt { what: format!("user id {text:?}"), message: e.to_string() })
-}
-
 fn load_state(conn: &Connection) -> Result<(i64, LastKnown), Failure> {
     let version = read_version(conn)?;
     let count: i64 = conn.query_row("SELECT COUNT(*) FROM last_known", [], |r| r.get(0))?;
@@ -314,7 +312,7 @@ fn load_state(conn: &Connection) -> Result<(i64, LastKnown), Failure> {
     let mut stmt = conn.prepare("SELECT user_id, availability, timestamp FROM last_known")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let user = parse_user(&row.get::<_, String>(0)?)?;
+        let user = parse_subject(&row.get::<_, String>(0)?)?;
         let availability = interner.intern(&row.get::<_, String>(1)?);
         let at = parse_timestamp(&row.get::<_, String>(2)?)?;
         state.set(user, Known { availability, at });
@@ -348,9 +346,9 @@ fn apply_plan(
         let slot = format_timestamp(slot.at());
         // In key order: history and last_known are both keyed by user first.
         let mut changes: Vec<&ChangeRecord> = plan.changes.iter().collect();
-        changes.sort_unstable_by_key(|c| c.user_id);
+        changes.sort_unstable_by_key(|c| c.subject);
         for change in changes {
-            let user = change.user_id.to_string();
+            let user = change.subject.to_string();
             let timestamp = format_timestamp(change.timestamp);
             if insert.execute(params![user, slot, change.availability.as_str(), timestamp])? == 1 {
                 outcome.written += 1;
@@ -364,7 +362,7 @@ fn apply_plan(
                 }
                 advance.execute(params![user, availability, at])?;
                 stored_instead.insert(
-                    change.user_id,
+                    change.subject,
                     Known { availability: availability.as_str().into(), at: parse_timestamp(&at)? },
                 );
             }
@@ -389,7 +387,7 @@ fn apply_plan(
     Ok(Applied { outcome, stored_instead, version_before, version_after, state_purged: purged.state > 0 })
 }
 
-fn erase(conn: &mut Connection, user: UserId) -> rusqlite::Result<Erasure> {
+fn erase(conn: &mut Connection, user: SubjectId) -> rusqlite::Result<Erasure> {
     let tx = conn.transaction()?;
     let user = user.to_string();
     let history_records = tx.execute("DELETE FROM history WHERE user_id = ?1", [&user])?;
@@ -429,7 +427,7 @@ impl Failure {
 }
 
 #[async_trait]
-impl HistoryStore for SqliteStore {
+impl RunStore for SqliteStore {
     async fn last_known(&self, _run: &RunContext) -> Result<Arc<LastKnown>, StoreError> {
         let path = self.path.clone();
         let cached = self.cached();
@@ -476,7 +474,14 @@ impl HistoryStore for SqliteStore {
         Ok(outcome)
     }
 
-    async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {
+    fn describe(&self) -> String {
+        format!("embedded SQLite file {}", self.path.display())
+    }
+}
+
+#[async_trait]
+impl RightsStore for SqliteStore {
+    async fn export_subject(&self, user: SubjectId) -> Result<Vec<ChangeRecord>, StoreError> {
         let path = self.path.clone();
         self.blocking(move |conn| {
             let rows: Vec<(String, String)> = conn
@@ -490,7 +495,7 @@ impl HistoryStore for SqliteStore {
             rows.into_iter()
                 .map(|(availability, at)| {
                     Ok(ChangeRecord {
-                        user_id: user,
+                        subject: user,
                         availability: availability.as_str().into(),
                         timestamp: parse_timestamp(&at)?,
                     })
@@ -500,7 +505,8 @@ impl HistoryStore for SqliteStore {
         .await
     }
 
-    async fn erase_user(&self, _run: &RunContext, user: UserId) -> Result<Erasure, StoreError> {
+    /// One transaction, which SQLite cannot stop half-way: the request's deadline does not apply.
+    async fn erase_subject(&self, _request: &SubjectRequest, user: SubjectId) -> Result<Erasure, StoreError> {
         let path = self.path.clone();
         let erased = self.blocking(move |conn| erase(conn, user).map_err(|e| sqlite_error(&path, e))).await;
         self.set_cache(None);
@@ -559,10 +565,6 @@ impl HistoryStore for SqliteStore {
                 .collect()
         })
         .await
-    }
-
-    fn describe(&self) -> String {
-        format!("embedded SQLite file {}", self.path.display())
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::hash_map::Entry;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Availability, UserId};
+use crate::model::{Availability, SubjectId};
 
 /// One user's last recorded availability.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,12 +18,12 @@ pub struct Known {
     pub at: DateTime<Utc>,
 }
 
-/// Every tracked user's [`Known`], held compactly: at a million users a `HashMap<UserId, Known>`
+/// Every tracked user's [`Known`], held compactly: at a million users a `HashMap<SubjectId, Known>`
 /// took 103 MB (48-byte entries); this one 69 MB. An entry is the time and an index into the few
 /// distinct availability values, which are held once.
 #[derive(Clone, Debug, Default)]
 pub struct LastKnown {
-    users: HashMap<UserId, Packed>,
+    users: HashMap<SubjectId, Packed>,
     values: Vec<Availability>,
 }
 
@@ -41,11 +41,11 @@ impl LastKnown {
         Self { users: HashMap::with_capacity(capacity), values: Vec::new() }
     }
 
-    pub fn get(&self, user: &UserId) -> Option<Known> {
+    pub fn get(&self, user: &SubjectId) -> Option<Known> {
         self.users.get(user).map(|p| self.unpack(p))
     }
 
-    pub fn availability(&self, user: &UserId) -> Option<&Availability> {
+    pub fn availability(&self, user: &SubjectId) -> Option<&Availability> {
         self.users.get(user).map(|p| &self.values[p.value as usize])
     }
 
@@ -57,22 +57,22 @@ impl LastKnown {
         self.users.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (UserId, Known)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (SubjectId, Known)> + '_ {
         self.users.iter().map(|(user, p)| (*user, self.unpack(p)))
     }
 
-    pub fn users(&self) -> impl Iterator<Item = &UserId> {
+    pub fn users(&self) -> impl Iterator<Item = &SubjectId> {
         self.users.keys()
     }
 
     /// Sets `user` to `known` unconditionally (the result of a write this run).
-    pub fn set(&mut self, user: UserId, known: Known) {
+    pub fn set(&mut self, user: SubjectId, known: Known) {
         let packed = self.pack(&known);
         self.users.insert(user, packed);
     }
 
     /// Keeps whichever of the current entry and `known` was recorded later.
-    pub fn merge(&mut self, user: UserId, known: Known) {
+    pub fn merge(&mut self, user: SubjectId, known: Known) {
         let packed = self.pack(&known);
         match self.users.entry(user) {
             Entry::Occupied(mut current) => {
@@ -87,13 +87,13 @@ impl LastKnown {
     }
 
     /// Drops `user` if their entry is not newer than a departure observed at `at`.
-    pub fn depart(&mut self, user: &UserId, at: DateTime<Utc>) {
+    pub fn depart(&mut self, user: &SubjectId, at: DateTime<Utc>) {
         if self.users.get(user).is_some_and(|p| (p.secs, p.nanos) <= (at.timestamp(), at.timestamp_subsec_nanos())) {
             self.users.remove(user);
         }
     }
 
-    pub fn remove(&mut self, user: &UserId) -> Option<Known> {
+    pub fn remove(&mut self, user: &SubjectId) -> Option<Known> {
         let packed = self.users.remove(user)?;
         Some(self.unpack(&packed))
     }
@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn merge_keeps_the_later_record_in_any_order() {
-        let user = UserId::from_u128(1);
+        let user = SubjectId::from_u128(1);
         let mut forward = LastKnown::default();
         forward.merge(user, known("Away", 5));
         forward.merge(user, known("Busy", 10));
@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_departure_does_not_drop_a_later_return() {
-        let user = UserId::from_u128(1);
+        let user = SubjectId::from_u128(1);
         let mut state = LastKnown::default();
         state.set(user, known("Away", 10));
         state.depart(&user, at(5));
@@ -189,13 +189,13 @@ mod tests {
         assert_eq!(std::mem::size_of::<Packed>(), 16);
         let at = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
         let mut state = LastKnown::default();
-        state.set(UserId::from_u128(1), Known { availability: "Busy".into(), at });
-        assert_eq!(state.get(&UserId::from_u128(1)), Some(Known { availability: "Busy".into(), at }));
+        state.set(SubjectId::from_u128(1), Known { availability: "Busy".into(), at });
+        assert_eq!(state.get(&SubjectId::from_u128(1)), Some(Known { availability: "Busy".into(), at }));
     }
 
     #[test]
     fn equality_does_not_depend_on_the_order_values_were_seen() {
-        let (a, b) = (UserId::from_u128(1), UserId::from_u128(2));
+        let (a, b) = (SubjectId::from_u128(1), SubjectId::from_u128(2));
         let mut one = LastKnown::default();
         one.set(a, known("Away", 1));
         one.set(b, known("Busy", 2));

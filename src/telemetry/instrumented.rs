@@ -1,64 +1,25 @@
 //! Phase spans around the poll cycle's Graph and store operations, without touching either:
-//! wrappers that implement [`Tenant`] and [`HistoryStore`] by delegating, each call in one span.
+//! wrappers that implement [`Tenant`] and [`RunStore`] by delegating, each call in one span.
 //!
 //! They show how a run's time splits between reading members, reading presence and the store
 //! (App Insights `dependencies` of type `InProc`, children of the run), and they are the parents
-//! of the per-request spans the Graph client and store make with [`super::dependency`]. Counts go
-//! on the spans; ids never do.
+//! of the per-request spans the Graph client and store make with [`crate::spans`]. Counts go
+//! on the spans; ids never do. The Graph phase spans are built by [`crate::graph::phases`], which
+//! the Graph client also uses when it overlaps the two phases itself.
 
-use std::fmt::Display;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tracing::Instrument;
 use tracing::field::Empty;
-use tracing::{Instrument, Span};
 
-use super::dependency::DEPENDENCY_TARGET;
-use crate::cycle::RunContext;
+use crate::graph::phases::{members_span, presence_span, record_members, record_presence};
 use crate::graph::{GraphError, Membership, PresenceSnapshot, Tenant};
-use crate::model::{ChangeRecord, GroupId, UserId};
-use crate::privacy::{AuditEntry, Erasure};
+use crate::model::{GroupId, UserId};
+use crate::run::RunContext;
+use crate::spans::{DEPENDENCY_TARGET, record_outcome as outcome};
 use crate::store::state::LastKnown;
-use crate::store::{HistoryStore, RecordOutcome, RecordPlan, StoreError};
-
-fn outcome<T, E: Display>(span: &Span, result: &Result<T, E>) {
-    match result {
-        Ok(_) => span.record("otel.status_code", "OK"),
-        Err(e) => span.record("otel.status_description", e.to_string().as_str()),
-    };
-}
-
-/// The `graph.members` phase span; [`record_members`] fills in its counts.
-pub fn members_span(groups: usize) -> Span {
-    tracing::info_span!(target: DEPENDENCY_TARGET, "graph.members",
-        groups, users = Empty, unreadable_groups = Empty,
-        otel.status_code = Empty, otel.status_description = Empty)
-}
-
-pub fn record_members(span: &Span, result: &Result<Membership, GraphError>) {
-    if let Ok(membership) = result {
-        span.record("users", membership.users.len());
-        span.record("unreadable_groups", membership.unreadable_groups.len());
-    }
-    outcome(span, result);
-}
-
-/// The `graph.presence` phase span; `users` is recorded by [`record_presence`] when the ids
-/// arrive while membership is still being read.
-pub fn presence_span() -> Span {
-    tracing::info_span!(target: DEPENDENCY_TARGET, "graph.presence",
-        users = Empty, observed = Empty, unobserved = Empty,
-        otel.status_code = Empty, otel.status_description = Empty)
-}
-
-pub fn record_presence(span: &Span, result: &Result<PresenceSnapshot, GraphError>) {
-    if let Ok(snapshot) = result {
-        span.record("users", snapshot.observations.len() + snapshot.unobserved.len());
-        span.record("observed", snapshot.observations.len());
-        span.record("unobserved", snapshot.unobserved.len());
-    }
-    outcome(span, result);
-}
+use crate::store::{RecordOutcome, RecordPlan, RunStore, StoreError};
 
 /// A [`Tenant`] whose calls are timed as `graph.members` and `graph.presence` spans.
 pub struct InstrumentedTenant(pub Arc<dyn Tenant>);
@@ -91,12 +52,12 @@ impl Tenant for InstrumentedTenant {
     }
 }
 
-/// A [`HistoryStore`] whose run-time calls are timed as `store.last_known` and `store.record`.
-/// Admin calls (export, erasure, audit) pass through untimed: they are not part of a run.
-pub struct InstrumentedStore(pub Arc<dyn HistoryStore>);
+/// A [`RunStore`] whose calls are timed as `store.last_known` and `store.record`. The rights
+/// contract is not wrapped: export, erasure and the audit trail are not part of a run.
+pub struct InstrumentedStore(pub Arc<dyn RunStore>);
 
 #[async_trait]
-impl HistoryStore for InstrumentedStore {
+impl RunStore for InstrumentedStore {
     async fn last_known(&self, run: &RunContext) -> Result<Arc<LastKnown>, StoreError> {
         let span = tracing::info_span!(target: DEPENDENCY_TARGET, "store.last_known",
             users = Empty, otel.status_code = Empty, otel.status_description = Empty);
@@ -119,22 +80,6 @@ impl HistoryStore for InstrumentedStore {
         }
         outcome(&span, &result);
         result
-    }
-
-    async fn export_user(&self, user: UserId) -> Result<Vec<ChangeRecord>, StoreError> {
-        self.0.export_user(user).await
-    }
-
-    async fn erase_user(&self, run: &RunContext, user: UserId) -> Result<Erasure, StoreError> {
-        self.0.erase_user(run, user).await
-    }
-
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.0.append_audit(entry).await
-    }
-
-    async fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        self.0.audit_trail().await
     }
 
     fn describe(&self) -> String {

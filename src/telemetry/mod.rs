@@ -8,7 +8,8 @@
 //! **Export** (when `APPLICATIONINSIGHTS_CONNECTION_STRING` is set): through
 //! `opentelemetry-application-insights`, with an Entra token when
 //! `APPLICATIONINSIGHTS_AUTHENTICATION_STRING` says `Authorization=AAD`:
-//! - the run span and the spans of [`dependency`] and [`instrumented`] as `dependencies` rows
+//! - the run span and the spans of [`crate::spans`], [`crate::graph::phases`] and [`instrumented`] as
+//!   `dependencies` rows
 //!   (all spans of this crate at info or above, whatever `LOG_LEVEL` says);
 //! - warnings and errors inside a run as `traces` rows, correlated with the run (the console
 //!   copies the host forwards have no correlation); info and debug lines are not exported, the
@@ -18,7 +19,6 @@
 //! The handler wraps each invocation in [`Telemetry::invocation`], which flushes before the
 //! response goes back, and calls [`Telemetry::shutdown`] once when the server stops.
 
-pub mod dependency;
 pub mod instrumented;
 pub mod run_metrics;
 pub mod settings;
@@ -44,8 +44,8 @@ use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
 
-use crate::cycle::{RunContext, RunSummary};
-pub use dependency::DEPENDENCY_TARGET;
+use crate::run::{RunContext, RunSummary};
+pub use crate::spans::DEPENDENCY_TARGET;
 pub use run_metrics::FailedStage;
 use run_metrics::RunInstruments;
 pub use settings::{Authentication, ExportSettings, SettingsError};

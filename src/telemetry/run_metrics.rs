@@ -13,7 +13,7 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 
-use crate::cycle::{RunMetrics, RunSummary};
+use crate::run::{RunMetrics, RunSummary};
 
 /// Counter of runs, with `outcome` (`success`/`failure`) and, for failures, `stage`.
 pub const RUNS: &str = "presence.runs";

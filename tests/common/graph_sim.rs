@@ -7,9 +7,9 @@ use std::time::Duration;
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use chrono::Utc;
 use teams_presence::config::{GraphSettings, GraphTuning};
-use teams_presence::cycle::RunContext;
 use teams_presence::graph::client::GraphClient;
 use teams_presence::model::Slot;
+use teams_presence::run::RunContext;
 use teams_presence::simulator::SimHandle;
 
 /// The environment is process-wide; tests in one binary run on several threads.

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::Value;
-use teams_presence::cycle::RunContext;
 use teams_presence::model::{Slot, UserId};
+use teams_presence::privacy::Subjects;
+use teams_presence::run::RunContext;
 use teams_presence::simulator::{SimConfig, SimHandle, Simulator, standard_groups};
-use teams_presence::store::HistoryStore;
 use teams_presence::store::sqlite::SqliteStore;
+use teams_presence::store::{RightsStore, RunStore};
 
 use super::handler_process::{HandlerProcess, tenant_env, timer_body};
 use super::oracle::{CompletedRun, Figures, compare};
@@ -330,7 +331,7 @@ impl HostBench {
         let store = SqliteStore::open(&self.db, None).await.unwrap();
         let mut recorded = HashMap::new();
         for user in &self.users {
-            let records = store.export_user(*user).await.unwrap();
+            let records = store.export_subject(Subjects::plain().stored_id(*user)).await.unwrap();
             recorded.insert(*user, records.into_iter().map(|r| (r.availability.to_string(), r.timestamp)).collect());
         }
         recorded
@@ -445,7 +446,7 @@ impl HostBench {
             .iter()
             .filter(|u| {
                 let last = recorded[u].last().map(|(a, at)| (a.as_str(), *at));
-                let known = state.get(u);
+                let known = state.get(&Subjects::plain().stored_id(**u));
                 known.as_ref().map(|k| (k.availability.as_str(), k.at)) != last
             })
             .count()

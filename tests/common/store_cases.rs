@@ -1,5 +1,6 @@
-//! The store contract: cases every `HistoryStore` must pass, written once against a backend that
-//! can open any number of store instances over the same data (one per "process").
+//! The store contracts: cases every store must pass, through both its `RunStore` and its
+//! `RightsStore`, written once against a backend that can open any number of store instances over
+//! the same data (one per "process").
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,14 +8,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use rand::{RngExt, SeedableRng};
-use teams_presence::cycle::RunContext;
-use teams_presence::model::{Availability, ChangeRecord, Slot, UserId};
-use teams_presence::store::{HistoryStore, LastKnown, RecordPlan};
+use teams_presence::model::{Availability, ChangeRecord, Slot, SubjectId, UserId};
+use teams_presence::privacy::Subjects;
+use teams_presence::run::RunContext;
+use teams_presence::store::{LastKnown, RecordPlan, Store, SubjectRequest};
 
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// A new store instance over the backend's data, as a freshly started process opens it.
-    async fn open(&self) -> Arc<dyn HistoryStore>;
+    async fn open(&self) -> Arc<dyn Store>;
 
     /// All the backend holds (files, documents, decoded binary fields).
     async fn stored_bytes(&self) -> StoredBytes;
@@ -32,9 +34,19 @@ pub fn run_context(run: i64) -> RunContext {
     RunContext::new(format!("contract-{run}"), slot(run), Duration::from_secs(120))
 }
 
+/// A data-subject request with the time an erasure normally has.
+pub fn request() -> SubjectRequest {
+    SubjectRequest::new(Duration::from_secs(120))
+}
+
 pub fn user(n: u128) -> UserId {
     // Spread like real object ids, so users fall into different shards.
     UserId::from_u128(n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) ^ 0x4000_8000)
+}
+
+/// How [`user`] `n` is stored without a pseudonym key: what the stores are handed.
+pub fn subject(n: u128) -> SubjectId {
+    Subjects::plain().stored_id(user(n))
 }
 
 pub fn plan(run: i64, changes: &[(u128, &str)], departed: &[u128]) -> RecordPlan {
@@ -42,28 +54,34 @@ pub fn plan(run: i64, changes: &[(u128, &str)], departed: &[u128]) -> RecordPlan
         changes: changes
             .iter()
             .map(|&(u, a)| ChangeRecord {
-                user_id: user(u),
+                subject: subject(u),
                 availability: Availability::from(a),
                 timestamp: observed(run),
             })
             .collect(),
-        departed: departed.iter().map(|&u| user(u)).collect(),
+        departed: departed.iter().map(|&u| subject(u)).collect(),
         observed_at: observed(run),
     }
 }
 
-async fn availability(store: &dyn HistoryStore, run: i64, u: u128) -> Option<String> {
-    store.last_known(&run_context(run)).await.unwrap().availability(&user(u)).map(|a| a.to_string())
+async fn availability(store: &dyn Store, run: i64, u: u128) -> Option<String> {
+    store.last_known(&run_context(run)).await.unwrap().availability(&subject(u)).map(|a| a.to_string())
 }
 
-async fn history(store: &dyn HistoryStore, u: u128) -> Vec<(String, DateTime<Utc>)> {
-    store.export_user(user(u)).await.unwrap().into_iter().map(|r| (r.availability.to_string(), r.timestamp)).collect()
+async fn history(store: &dyn Store, u: u128) -> Vec<(String, DateTime<Utc>)> {
+    store
+        .export_subject(subject(u))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.availability.to_string(), r.timestamp))
+        .collect()
 }
 
 pub async fn an_empty_store_knows_nobody(backend: impl Backend) {
     let store = backend.open().await;
     assert!(store.last_known(&run_context(0)).await.unwrap().is_empty());
-    assert!(store.export_user(user(1)).await.unwrap().is_empty());
+    assert!(store.export_subject(subject(1)).await.unwrap().is_empty());
 }
 
 pub async fn records_are_exported_oldest_first_and_state_follows(backend: impl Backend) {
@@ -174,8 +192,8 @@ pub async fn state_matches_a_model_over_many_runs(backend: impl Backend, users: 
         let mut expected = LastKnown::default();
         for (u, v) in &model {
             let known = warm.last_known(&run_context(run + 1)).await.unwrap();
-            let at = known.get(&user(*u)).map(|k| k.at).unwrap_or(DateTime::UNIX_EPOCH);
-            expected.set(user(*u), teams_presence::store::Known { availability: Availability::from(*v), at });
+            let at = known.get(&subject(*u)).map(|k| k.at).unwrap_or(DateTime::UNIX_EPOCH);
+            expected.set(subject(*u), teams_presence::store::Known { availability: Availability::from(*v), at });
         }
         let warm_state = warm.last_known(&run_context(run + 1)).await.unwrap();
         assert_eq!(*warm_state, expected, "warm state after run {run}");
@@ -186,7 +204,7 @@ pub async fn state_matches_a_model_over_many_runs(backend: impl Backend, users: 
     }
     let mut total = 0;
     for u in 0..users {
-        total += warm.export_user(user(u)).await.unwrap().len();
+        total += warm.export_subject(subject(u)).await.unwrap().len();
     }
     assert_eq!(total, expected_records);
 }
@@ -210,22 +228,22 @@ pub async fn erasure_leaves_nothing_of_the_user(backend: impl Backend) {
         store.record(&run_context(run), plan(run, &changes, departed)).await.unwrap();
     }
     let warm_elsewhere = backend.open().await;
-    assert!(warm_elsewhere.last_known(&run_context(13)).await.unwrap().get(&user(7)).is_some());
+    assert!(warm_elsewhere.last_known(&run_context(13)).await.unwrap().get(&subject(7)).is_some());
     let neighbour_before = history(&*store, 8).await;
-    assert!(backend.stored_bytes().await.contains_user(user(7)), "the check below is not vacuous");
+    assert!(backend.stored_bytes().await.contains_subject(subject(7)), "the check below is not vacuous");
 
-    let erased = store.erase_user(&run_context(13), user(7)).await.unwrap();
+    let erased = store.erase_subject(&request(), subject(7)).await.unwrap();
     assert_eq!((erased.history_records, erased.state_entries), (expected_records, 1));
 
-    assert!(store.export_user(user(7)).await.unwrap().is_empty());
+    assert!(store.export_subject(subject(7)).await.unwrap().is_empty());
     assert_eq!(availability(&*store, 13, 7).await, None, "this instance");
     assert_eq!(availability(&*warm_elsewhere, 13, 7).await, None, "a warm instance reloads");
     assert_eq!(availability(&*backend.open().await, 13, 7).await, None, "a cold instance");
-    assert!(!backend.stored_bytes().await.contains_user(user(7)), "the id is nowhere in storage");
+    assert!(!backend.stored_bytes().await.contains_subject(subject(7)), "the id is nowhere in storage");
     assert_eq!(history(&*store, 8).await, neighbour_before, "other users keep their history");
     assert_eq!(availability(&*backend.open().await, 13, 8).await.as_deref(), Some(values[((8 + 12) % 3) as usize]));
 
-    let again = store.erase_user(&run_context(13), user(7)).await.unwrap();
+    let again = store.erase_subject(&request(), subject(7)).await.unwrap();
     assert_eq!((again.history_records, again.state_entries), (0, 0), "a repeated erasure is harmless");
     // A later run that still sees the user records them as a first sighting.
     warm_elsewhere.last_known(&run_context(14)).await.unwrap();
@@ -258,8 +276,17 @@ pub async fn the_audit_trail_is_kept_in_order(backend: impl Backend) {
 pub struct StoredBytes(pub Vec<u8>);
 
 impl StoredBytes {
-    /// The id as text (any case, with or without hyphens) or as its 16 raw bytes.
+    /// The object id as text (any case, with or without hyphens) or as its 16 raw bytes.
     pub fn contains_user(&self, id: UserId) -> bool {
+        self.contains_id(id.expose_object_id())
+    }
+
+    /// The stored id (the pseudonym, or the object id without a key), in the same forms.
+    pub fn contains_subject(&self, id: SubjectId) -> bool {
+        self.contains_id(id.as_uuid())
+    }
+
+    pub fn contains_id(&self, id: uuid::Uuid) -> bool {
         let text = String::from_utf8_lossy(&self.0).to_ascii_lowercase();
         let forms = [id.hyphenated().to_string(), id.simple().to_string()];
         forms.iter().any(|f| text.contains(f.as_str())) || self.0.windows(16).any(|w| w == id.as_bytes())

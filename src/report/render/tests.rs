@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::*;
-use crate::model::{Availability, ChangeRecord, UserId};
+use crate::model::{Availability, ChangeRecord, SubjectId};
 use crate::report::input::every_five_minutes;
 use crate::report::{Format, MinUsers, Policy, ReportMode, ReportSpec, RunOutcome, SpecArgs, build, render};
 
@@ -30,11 +30,11 @@ fn report(mode: ReportMode, aggregate: bool, users: u128, value: &str, timelines
         Some(if failed.contains(&r) { RunOutcome::Failed } else { RunOutcome::Succeeded })
     });
     let users = (1..=users).map(|i| {
-        let user = UserId::from_u128(i);
+        let user = SubjectId::from_u128(i);
         let records = vec![
-            ChangeRecord { user_id: user, availability: "Available".into(), timestamp: at("2026-03-28T07:00:00Z") },
+            ChangeRecord { subject: user, availability: "Available".into(), timestamp: at("2026-03-28T07:00:00Z") },
             ChangeRecord {
-                user_id: user,
+                subject: user,
                 availability: Availability::from(value),
                 timestamp: at("2026-03-28T09:00:00Z"),
             },
@@ -88,7 +88,7 @@ fn json_aggregate_rows_have_a_null_user_and_no_working_hours_is_null() {
     let policy = Policy::default();
     let args = SpecArgs { from: Some("2026-03-02"), to: Some("2026-03-03"), ..SpecArgs::default() };
     let spec = ReportSpec::parse(&args, policy, Utc::now(), false).unwrap();
-    let users = (1..=5u128).map(|i| (UserId::from_u128(i), Vec::new()));
+    let users = (1..=5u128).map(|i| (SubjectId::from_u128(i), Vec::new()));
     let report = build(spec, Vec::new(), users).unwrap();
     let got: serde_json::Value = serde_json::from_str(&render(&report, Format::Json).unwrap()).unwrap();
     assert_eq!(got["workingHours"], serde_json::Value::Null);

@@ -1,6 +1,11 @@
 //! Spans for calls to Microsoft Graph and Cosmos DB, shaped so that the App Insights exporter
 //! writes them as `dependencies` rows.
 //!
+//! On the ground floor (it imports nothing of this crate): the Graph client and the stores build
+//! their per-call spans here, and the phase spans around them (`graph::phases`, the
+//! `telemetry::instrumented` wrappers) record their outcome with [`record_outcome`]. Whether and
+//! where the spans are exported is decided by `telemetry`, from above.
+//!
 //! How a span maps (see the exporter's attribute table): `otel.kind = "client"` makes it a
 //! dependency; `url.full` becomes its data, `server.address`:`server.port` its target,
 //! `http.response.status_code` its result code; any `http.*` attribute makes its type `HTTP`, and
@@ -11,14 +16,14 @@
 //! `store::cosmos` (one span per SDK operation of a run, with its final status and request
 //! charge):
 //! ```ignore
-//! let span = dependency::graph_call("POST", url, attempt); // named POST /communications/getPresencesByUserId
+//! let span = spans::graph_call("POST", url, attempt); // named POST /communications/getPresencesByUserId
 //! let response = client.execute(request).instrument(span.clone()).await;
 //! match &response {
-//!     Ok(r) => dependency::record_http_status(&span, r.status().as_u16()),
-//!     Err(e) => dependency::record_failure(&span, e),
+//!     Ok(r) => spans::record_http_status(&span, r.status().as_u16()),
+//!     Err(e) => spans::record_failure(&span, e),
 //! }
-//! if failed { dependency::record_request_id(&span, request_id); }
-//! if throttled { dependency::record_retry_after(&span, wait); }
+//! if failed { spans::record_request_id(&span, request_id); }
+//! if throttled { spans::record_retry_after(&span, wait); }
 //! ```
 //! Names are low-cardinality templates (`GET /groups/{id}/transitiveMembers`), never a URL with
 //! ids in it; the query string (skip tokens, `$select`) is left out of `url.full`; no user id
@@ -32,7 +37,9 @@ use tracing::Span;
 use tracing::field::Empty;
 use url::Url;
 
-/// Target of every span made here; the console layer hides these spans (see `super`).
+/// Target of every span made here and of the phase spans; the console layer hides these spans
+/// (see `telemetry`). The value is the module's former path, kept so that `LOG_LEVEL` directives
+/// written for it still apply.
 pub const DEPENDENCY_TARGET: &str = "teams_presence::telemetry::dependency";
 
 /// `db.system.name` of Cosmos DB in the OpenTelemetry semantic conventions.
@@ -151,6 +158,14 @@ pub fn record_request_id(span: &Span, request_id: &str) {
 /// The wait Graph asked for with `Retry-After` on a 429.
 pub fn record_retry_after(span: &Span, wait: Duration) {
     span.record("retry_after_s", wait.as_secs_f64());
+}
+
+/// The outcome of a phase (a span around many calls): OK, or the error as its description.
+pub fn record_outcome<T, E: Display>(span: &Span, result: &Result<T, E>) {
+    match result {
+        Ok(_) => span.record("otel.status_code", "OK"),
+        Err(e) => span.record("otel.status_description", e.to_string().as_str()),
+    };
 }
 
 fn set_outcome(span: &Span, ok: bool, description: impl FnOnce() -> String) {
